@@ -1,0 +1,287 @@
+"""The ``vidinfer`` command: a thin shell over the engine (and, later, the service).
+
+Every ``VidinferError`` becomes one line on stderr and the error's exit code;
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import click
+
+from vidinfer import __version__
+from vidinfer.errors import EXIT_PARTIAL, InvalidInput, VidinferError
+
+
+class Context:
+    """What every command gets: settings, built once from the environment."""
+
+    def __init__(self, debug: bool) -> None:
+        from vidinfer.config import Settings
+
+        self.debug = debug
+        self.settings = Settings()
+
+    def registry(self):  # noqa: ANN201 - avoids importing the engine for `--help`
+        from vidinfer.models.registry import LoadOptions, ModelRegistry
+
+        providers = tuple(p for p in self.settings.providers.split(",") if p)
+        return ModelRegistry(self.settings.registry_path, LoadOptions(self.settings.ort_threads, providers))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="vidinfer")
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Run computer-vision models over video; serve a Roboflow-compatible API."""
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    ctx.obj = Context(debug)
+
+
+# -- infer -------------------------------------------------------------------------
+def _parse_model_option(value: str, defaults: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``NAME`` or ``NAME:key=value,key=value`` -> (spec, inference_params)."""
+    spec, _, rest = value.partition(":") if not Path(value).exists() else (value, "", "")
+    params = dict(defaults)
+    for item in filter(None, rest.split(",")):
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise InvalidInput(f"model option {item!r} must be key=value (as in --model coco:confidence=0.5)")
+        params[key.strip()] = _parse_value(key.strip(), raw.strip())
+    return spec, params
+
+
+def _parse_value(key: str, raw: str) -> Any:
+    if key == "classes":
+        return [c for c in raw.split("|") if c]
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def _results_key(spec: str) -> str:
+    path = Path(spec)
+    return path.stem if spec.lower().endswith(".onnx") else spec
+
+
+@cli.command()
+@click.argument("video")
+@click.option("-m", "--model", "models", multiple=True, required=True, metavar="NAME[:k=v,...]",
+              help="A model: built-in name, registered name or .onnx path; repeatable. "
+                   "Per-model params after a colon: coco:confidence=0.5,classes=person|car.")
+@click.option("--fps", "infer_fps", default="5", show_default=True,
+              help="Frames to infer per second of video (a number or num/den; below 1 allowed, e.g. 0.5).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the results JSON [default: VIDEO_NAME.results.json].")
+@click.option("--conf", type=float, help="Confidence threshold for every model (0-1).")
+@click.option("--iou", type=float, help="NMS IoU threshold for every model (0-1).")
+@click.option("--start", type=float, help="Start of the range to infer, in seconds.")
+@click.option("--end", type=float, help="End of the range to infer, in seconds.")
+@click.option("--batch-size", type=click.IntRange(1, 256), help="Frames per inference batch.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.pass_obj
+def infer(obj: Context, video: str, models: Sequence[str], infer_fps: str, output: Path | None,
+          conf: float | None, iou: float | None, start: float | None, end: float | None,
+          batch_size: int | None, quiet: bool) -> None:
+    """Run models over VIDEO (a path or an http(s) URL) and write the results JSON."""
+    from vidinfer.core.sampling import parse_fps
+    from vidinfer.inference import ModelRequest, resolve_runs
+
+    defaults: dict[str, Any] = {}
+    if conf is not None:
+        defaults["confidence"] = conf
+    if iou is not None:
+        defaults["iou"] = iou
+    requests = []
+    for value in models:
+        spec, params = _parse_model_option(value, defaults)
+        requests.append(ModelRequest(_results_key(spec), spec, params))
+    fps = parse_fps(infer_fps)
+    runs = resolve_runs(obj.registry(), requests)
+    with tempfile.TemporaryDirectory(prefix="vidinfer-") as tmp:
+        path = _local_video(obj, video, Path(tmp), quiet)
+        name = Path(video.split("?")[0]).stem or "video"
+        output = output or Path(f"{name}.results.json")
+        out = _run_with_progress(obj, path, runs, fps, start, end, batch_size, quiet)
+    _write_json(output, out.results_json)
+    _print_summary(out, output)
+    for warning in out.result.warnings[:10]:
+        click.echo(f"warning: {warning}", err=True)
+    if out.result.partial or out.result.failed_frames:
+        sys.exit(EXIT_PARTIAL)
+
+
+def _local_video(obj: Context, video: str, tmp: Path, quiet: bool) -> str:
+    if not video.lower().startswith(("http://", "https://")):
+        return video
+    from vidinfer.fetch import UrlPolicy, fetch_to_file
+
+    dest = tmp / "input"
+    if not quiet:
+        click.echo(f"fetching {video}", err=True)
+    fetch_to_file(video, dest, policy=UrlPolicy(allow_private=True),
+                  max_bytes=obj.settings.max_upload_bytes, timeout=obj.settings.fetch_timeout)
+    return str(dest)
+
+
+def _run_with_progress(obj: Context, path: str, runs: list, fps: Fraction, start: float | None,
+                       end: float | None, batch_size: int | None, quiet: bool):  # noqa: ANN202
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from vidinfer.core.pipeline import expected_samples
+    from vidinfer.core.sampling import check_range
+    from vidinfer.inference import run_inference
+
+    settings = obj.settings
+    kwargs = dict(start=start, end=end, batch_size=batch_size or settings.batch_size,
+                  decode_threads=settings.decode_threads)
+    if quiet:
+        return run_inference(path, runs, fps, **kwargs)
+    columns = (TextColumn("[bold]inferring"), BarColumn(), MofNCompleteColumn(), TextColumn("frames"),
+               TimeRemainingColumn())
+    with Progress(*columns, transient=True, console=_stderr_console()) as bar:
+        task = bar.add_task("infer", total=None)
+
+        def on_probe(info) -> None:  # noqa: ANN001
+            s, e = check_range(start, end)
+            bar.update(task, total=expected_samples(info, fps, s, e))
+
+        return run_inference(path, runs, fps, on_probe=on_probe,
+                             on_progress=lambda p: bar.update(task, completed=p.samples_done), **kwargs)
+
+
+def _stderr_console():  # noqa: ANN202
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write atomically: a crash never leaves a half-written results file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, separators=(",", ":")))
+    tmp.replace(path)
+
+
+def _print_summary(out, output: Path) -> None:  # noqa: ANN001
+    result = out.result
+    counts: Counter[str] = Counter()
+    for column in out.results_json.values():
+        for entry in column if isinstance(column, list) else []:
+            if isinstance(entry, dict) and isinstance(entry.get("predictions"), list):
+                counts.update(p["class"] for p in entry["predictions"] if "x" in p)
+    wall = result.stats.get("wall_seconds", 0.0)
+    n = len(result)
+    top = ", ".join(f"{c} {k}" for k, c in counts.most_common(8)) or "none"
+    nulls = f", {result.failed_frames} null" if result.failed_frames else ""
+    click.echo(f"{n} frames{nulls}; detections: {top}; {wall:.1f} s wall, "
+               f"{n / wall if wall else 0:.1f} frames/s -> {output}")
+
+
+# -- probe -------------------------------------------------------------------------
+@cli.command("probe")
+@click.argument("video")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def probe_cmd(video: str, as_json: bool) -> None:
+    """Print what vidinfer sees in VIDEO: codec, size, exact fps, frames, keyframes."""
+    from vidinfer.core.video import probe
+
+    data = probe(video).as_dict()
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    for key, value in data.items():
+        click.echo(f"{key:>18}: {value}")
+
+
+# -- models ------------------------------------------------------------------------
+@cli.group()
+def models() -> None:
+    """List and register models."""
+
+
+@models.command("list")
+@click.option("-v", "--verbose", is_flag=True, help="Also show source and licence.")
+@click.pass_obj
+def models_list(obj: Context, verbose: bool) -> None:
+    """Show the models vidinfer can run."""
+    registry = obj.registry()
+    for entry in registry.entries():
+        line = f"{entry.name:<28} {entry.kind:<8} {entry.target}"
+        if verbose:
+            info = registry.load_entry(entry).info
+            line += (f"\n{'':<28} task={info.task} classes={len(info.classes)} input={info.input_size}"
+                     f"\n{'':<28} source: {info.source}\n{'':<28} licence: {info.license}")
+        click.echo(line)
+
+
+@models.command("add")
+@click.argument("name")
+@click.argument("target", required=False)
+@click.option("--builtin", help="Map NAME to a built-in model instead of a file.")
+@click.pass_obj
+def models_add(obj: Context, name: str, target: str | None, builtin: str | None) -> None:
+    """Register TARGET (an .onnx file) as NAME, e.g. acme/people/3 or people."""
+    if bool(target) == bool(builtin):
+        raise InvalidInput("give either a model file or --builtin NAME")
+    entry, info = obj.registry().add(name, builtin or target, builtin=bool(builtin))  # type: ignore[arg-type]
+    click.echo(f"added {entry.name}: {info.task}, {len(info.classes)} classes, input {info.input_size}")
+
+
+@models.command("remove")
+@click.argument("name")
+@click.pass_obj
+def models_remove(obj: Context, name: str) -> None:
+    """Forget a registered model."""
+    obj.registry().remove(name)
+    click.echo(f"removed {name}")
+
+
+# -- demo --------------------------------------------------------------------------
+@cli.command()
+@click.option("-o", "--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-output"),
+              show_default=True)
+@click.pass_obj
+def demo(obj: Context, output_dir: Path) -> None:
+    """Build a short video from real photos, detect what is in it, and render a preview."""
+    from vidinfer.demo import run_demo
+
+    run_demo(obj.registry(), output_dir, echo=lambda s: click.echo(s, err=True))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point: map vidinfer errors to one line and an exit code."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="vidinfer", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except VidinferError as exc:
+        if debug:
+            raise
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

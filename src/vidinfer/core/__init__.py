@@ -1,0 +1,1 @@
+"""The pure core: decoding, sampling, results and the pipeline; no HTTP, databases or queues."""

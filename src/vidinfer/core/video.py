@@ -1,0 +1,519 @@
+"""Probing and decoding video with PyAV.
+
+Two ideas matter here:
+
+* Frames are emitted in display order (the order the decoder outputs them) and
+  each gets a *display index* (0, 1, 2, ...) and a *display time* relative to the
+  first frame. While the decoder's timestamps keep increasing they are used as they
+  are; once one is missing or goes backwards (AVI with B-frames, badly muxed MP4,
+  raw streams) the stream's times come from the probed packet timestamps sorted
+  into display order, else from one nominal frame duration per frame, so times
+  never decrease.
+* Only frames that are sampled are ever converted out of YUV; everything else is
+  decoded and dropped (converting every frame halves decode throughput).
+
+Every PyAV error is turned into a ``DecodeError`` with an actionable message.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import os
+from itertools import chain, islice
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import av
+import av.error
+import numpy as np
+
+from vidinfer.errors import DecodeError, NotFound
+
+log = logging.getLogger(__name__)
+
+#: codec threads for decoding; PERFORMANCE.md: 2 beats libavcodec's own pick on 2 cores.
+DEFAULT_DECODE_THREADS = min(os.cpu_count() or 2, 8)
+
+#: keyframes tried, each further back, before a seek gives up and decodes from the start
+_SEEK_KEYFRAMES = 3
+#: frames a seek may decode before the keyframe it aimed at shows up
+_SEEK_LEADING_FRAMES = 64
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What vidinfer sees in a video file, from one demux pass (no decoding)."""
+
+    path: str
+    container: str
+    codec: str
+    width: int
+    height: int
+    fps: Fraction
+    frame_count: int
+    duration: float
+    keyframe_interval: float | None
+    has_audio: bool
+    #: presentation times (stream time base units) of every video packet that yields a
+    #: frame, sorted: the display order. Empty where the container gives no usable timestamps.
+    display_pts: tuple[int, ...] = field(default=(), repr=False)
+    time_base: Fraction = field(default=Fraction(1, 1), repr=False)
+    #: (pts, dts) of every keyframe, in display order: where a seek can land
+    keyframes: tuple[tuple[int, int | None], ...] = field(default=(), repr=False)
+    #: the container's timestamps follow decoding order although the codec reorders
+    #: frames (H.264 in AVI, badly muxed MP4): the decoder's frame timestamps are then
+    #: out of order, so frame times come from ``display_pts`` and seeking is off
+    pts_in_decode_order: bool = field(default=False, repr=False)
+    #: set when the file holds less than its header promises (cut short while being
+    #: uploaded or recorded, or unreadable past some point): what is wrong, in words
+    damage: str | None = field(default=None, repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-friendly summary (what ``vidinfer probe`` prints)."""
+        return {
+            "path": self.path,
+            "container": self.container,
+            "codec": self.codec,
+            "width": self.width,
+            "height": self.height,
+            "fps": f"{self.fps.numerator}/{self.fps.denominator}",
+            "fps_float": round(float(self.fps), 4),
+            "frame_count": self.frame_count,
+            "duration": round(self.duration, 4),
+            "keyframe_interval": self.keyframe_interval,
+            "has_audio": self.has_audio,
+        }
+
+
+@dataclass(slots=True)
+class DecodedFrame:
+    """One decoded frame in display order; ``time`` is seconds from the first frame."""
+
+    index: int
+    time: Fraction
+    frame: av.VideoFrame
+
+    def to_rgb(self, size: tuple[int, int] | None = None) -> np.ndarray:
+        """Convert to an RGB ``uint8`` array, resized in the same swscale pass if asked."""
+        if size is None or size == (self.frame.width, self.frame.height):
+            return self.frame.to_ndarray(format="rgb24")
+        width, height = size
+        return self.frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
+
+
+def open_container(path: str) -> av.container.InputContainer:
+    """Open a media file, mapping every failure to a vidinfer error."""
+    local = "://" not in path
+    if local and not os.path.exists(path):
+        raise NotFound(f"no such file: {path}", code="file_not_found")
+    if local and os.path.isdir(path):
+        raise DecodeError(f"{path} is a directory, not a video", code="not_a_video")
+    if local and os.path.getsize(path) == 0:
+        raise DecodeError(f"{path} is empty (0 bytes)", code="not_a_video")
+    try:
+        return av.open(path, mode="r", timeout=30.0)
+    except av.error.FileNotFoundError as exc:
+        raise NotFound(f"no such file: {path}", code="file_not_found") from exc
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
+        if local and _looks_like_mp4(path):
+            raise DecodeError(
+                f"{path} is an MP4/MOV file without its index (the moov box): it was cut short while "
+                "being uploaded or recorded; re-export it, or remux it with the index at the front "
+                "(ffmpeg -movflags faststart)", code="not_a_video"
+            ) from exc
+        raise DecodeError(
+            f"{path} is not a readable video ({_reason(exc)})", code="not_a_video"
+        ) from exc
+
+
+def _looks_like_mp4(path: str) -> bool:
+    with open(path, "rb") as file:
+        return file.read(12)[4:8] in (b"ftyp", b"mdat", b"moov", b"wide", b"free")
+
+
+def _reason(exc: BaseException) -> str:
+    text = getattr(exc, "strerror", None) or str(exc)
+    return text.strip() or type(exc).__name__
+
+
+#: demuxers that render text as pictures (a .txt file opens as "tty" with an "ansi" video stream)
+_TEXT_FORMATS = frozenset({"tty", "bintext", "xbin", "adf", "idf"})
+
+
+def _video_stream(container: av.container.InputContainer, path: str) -> av.video.stream.VideoStream:
+    fmt = container.format.name
+    if fmt in _TEXT_FORMATS:
+        raise DecodeError(f"{path} is text, not a video", code="not_a_video")
+    if fmt == "image2" or fmt.endswith("_pipe"):
+        raise DecodeError(f"{path} is a still image ({fmt.removesuffix('_pipe')}), not a video", code="not_a_video")
+    # cover art in an audio file is a one-picture "video" stream: not a video
+    videos = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+    if not videos:
+        kinds = sorted({s.type for s in container.streams} - {"video"})
+        if "audio" in kinds:
+            raise DecodeError(f"{path} has no video stream, only {', '.join(kinds)}", code="no_video_stream")
+        raise DecodeError(f"{path} is not a video: it has no video stream ({', '.join(kinds) or 'no streams'})",
+                          code="not_a_video")
+    stream = videos[0]
+    if stream.codec_context is None or not stream.codec_context.width:
+        raise DecodeError(f"{path}: the video stream has no usable codec or size", code="not_a_video")
+    return stream
+
+
+def probe(path: str) -> VideoInfo:
+    """Describe a video by demuxing its packets once; exact frame count, no decoding.
+
+    Packets the container marks as discarded (the part of an MP4 edit list before the
+    start, e.g. a cut made without re-encoding) are decoded for reference but never
+    shown, so they count neither as frames nor towards the display times.
+    """
+    with open_container(path) as container:
+        stream = _video_stream(container, path)
+        time_base = stream.time_base or Fraction(1, 90000)
+        scan = _Scan(stream)
+        error = None
+        try:
+            for packet in container.demux():
+                scan.add(packet)
+        except av.error.FFmpegError as exc:
+            error = _reason(exc)
+            log.warning("%s: demuxing stopped after %d video packets (%s)", path, scan.count, error)
+        if scan.count == 0:
+            raise DecodeError(f"{path} contains no video frames", code="no_video_frames")
+        pts = sorted(scan.pts)
+        timestamps_ok = scan.missing_pts == 0 and len(set(pts)) == len(pts)
+        if not timestamps_ok:
+            pts = []
+        fps = _frame_rate(stream, pts, time_base)
+        if len(pts) > 1:
+            duration = float((pts[-1] - pts[0]) * time_base + 1 / fps)
+        else:
+            duration = float(scan.count / fps)
+        gaps = [b - a for a, b in zip(scan.keyframe_counts, scan.keyframe_counts[1:])]
+        damage = _damage(container, scan, fps, error)
+        if damage:
+            log.warning("%s: %s", path, damage)
+        return VideoInfo(
+            path=path,
+            container=container.format.name,
+            codec=stream.codec_context.name,
+            width=stream.codec_context.width,
+            height=stream.codec_context.height,
+            fps=fps,
+            frame_count=scan.count,
+            duration=duration,
+            keyframe_interval=float(np.median(gaps)) if gaps else None,
+            has_audio=bool(container.streams.audio),
+            display_pts=tuple(pts),
+            time_base=time_base,
+            keyframes=tuple(sorted(scan.keyframes, key=lambda keyframe: keyframe[0])) if timestamps_ok else (),
+            pts_in_decode_order=(bool(pts) and scan.increasing and bool(stream.codec_context.has_b_frames)
+                                 and _emits_out_of_order(path)),
+            damage=damage,
+        )
+
+
+class _Scan:
+    """What one pass over the packets tells: the video's timestamps and where the data ends."""
+
+    def __init__(self, video: Any) -> None:
+        self.video = video
+        self.pts: list[int] = []
+        #: (pts, dts) of keyframes, and their positions among the video packets
+        self.keyframes: list[tuple[int, int | None]] = []
+        self.keyframe_counts: list[int] = []
+        self.count = 0
+        self.missing_pts = 0
+        #: pts strictly increasing in decoding order
+        self.increasing = True
+        #: the end (seconds) of the last packet of any stream
+        self.data_end: Fraction | None = None
+
+    def add(self, packet: av.Packet) -> None:
+        if packet.size == 0:
+            return
+        if packet.pts is not None and packet.time_base is not None:
+            end = (packet.pts + (packet.duration or 0)) * packet.time_base
+            self.data_end = end if self.data_end is None else max(self.data_end, end)
+        if packet.stream_index != self.video.index or packet.is_discard:
+            return
+        if packet.is_keyframe:
+            self.keyframe_counts.append(self.count)
+            if packet.pts is not None:
+                self.keyframes.append((packet.pts, packet.dts))
+        self.count += 1
+        if packet.pts is None:
+            self.missing_pts += 1
+        else:
+            self.increasing = self.increasing and (not self.pts or packet.pts > self.pts[-1])
+            self.pts.append(packet.pts)
+
+
+def _emits_out_of_order(path: str, frames: int = 24) -> bool:
+    """Whether the decoder hands out the first ``frames`` frames with timestamps out of order.
+
+    Asked only when the container's timestamps increase in decoding order although the
+    codec may reorder frames: either it used no B-frames (fine) or the file was muxed
+    with decoding-order timestamps (H.264 in AVI, some broken MP4s).
+    """
+    last = None
+    with open_container(path) as container:
+        stream = _video_stream(container, path)
+        try:
+            for frame in islice(container.decode(stream), frames):
+                if frame.pts is None or (last is not None and frame.pts <= last):
+                    return True
+                last = frame.pts
+        except av.error.FFmpegError:
+            pass
+    return False
+
+
+#: containers whose header states the duration (rather than FFmpeg estimating it)
+_HEADER_DURATION = ("mov", "matroska", "avi")
+
+
+def _damage(container: Any, scan: _Scan, fps: Fraction, error: str | None) -> str | None:
+    """Why the file holds less than it promises, or None."""
+    if error is not None:
+        return f"the file is damaged: it cannot be read past its {scan.count}th video frame ({error})"
+    if not container.format.name.startswith(_HEADER_DURATION) or not container.duration or scan.data_end is None:
+        return None
+    declared = Fraction(container.duration, 1_000_000)
+    data_end = scan.data_end - Fraction(container.start_time or 0, 1_000_000)
+    if declared - data_end > max(Fraction(1, 10), 2 / fps):
+        return (f"the file is cut short: its data ends at {float(data_end):.3f}s of the "
+                f"{float(declared):.3f}s its header declares")
+    return None
+
+
+def _frame_rate(stream: Any, pts: list[int], time_base: Fraction) -> Fraction:
+    """The average frame rate over the frames' own timestamps, as exactly as possible.
+
+    A constant-rate video keeps the rate its container declares (30000/1001, not an
+    approximation of it) when its timestamps agree with it to within rounding; a
+    variable-rate one gets frames per second over the time its frames span, whatever
+    the container declares. Without timestamps (raw streams) the codec's own rate wins
+    over the demuxer's default.
+    """
+    declared = [Fraction(r).limit_denominator(100_000)
+                for r in (stream.average_rate, stream.guessed_rate, stream.codec_context.framerate)
+                if r and 0 < r < 1000]
+    if len(pts) > 1 and pts[-1] > pts[0]:
+        span = (pts[-1] - pts[0]) * time_base
+        measured = Fraction(len(pts) - 1) / span
+        for rate in declared:
+            # per-frame rounding to the time base does not accumulate: allow two ticks
+            if abs(Fraction(len(pts) - 1) / rate - span) <= 2 * time_base:
+                return rate
+        return measured
+    if not pts:
+        # a raw stream: the demuxer's rate is its default (25); the codec knows better
+        declared = [Fraction(r).limit_denominator(100_000)
+                    for r in (stream.codec_context.framerate, stream.guessed_rate, stream.average_rate)
+                    if r and 0 < r < 1000]
+    if declared:
+        return declared[0]
+    raise DecodeError("the video declares no frame rate and its timestamps give none", code="no_frame_rate")
+
+
+@dataclass
+class DecodeReport:
+    """What happened while decoding: filled in as frames are produced."""
+
+    frames_decoded: int = 0
+    errors: int = 0
+    #: display time (s) after which frames were lost, if any were
+    lost_after: float | None = None
+    messages: list[str] = field(default_factory=list)
+
+    def lost(self, after: Fraction | None, message: str) -> None:
+        """Record that frames were lost after display time ``after`` (None: before any frame)."""
+        self.errors += 1
+        if self.lost_after is None:
+            self.lost_after = float(after) if after is not None else 0.0
+        if message not in self.messages:
+            self.messages.append(message)
+
+
+def iter_frames(
+    info: VideoInfo,
+    *,
+    start: float = 0.0,
+    threads: int = DEFAULT_DECODE_THREADS,
+    report: DecodeReport | None = None,
+) -> Iterator[DecodedFrame]:
+    """Yield every frame in display order with its display index and time.
+
+    With ``start`` > 0 and trustworthy timestamps, seek to the last keyframe at or
+    before ``start`` and recover display indices from the probed packet timestamps;
+    a seek that lands after ``start`` is retried from an earlier keyframe, and
+    otherwise the video is decoded from the beginning. Frames before ``start`` may
+    still be yielded (the caller picks), but the frame at or before ``start`` always
+    is. Corrupt packets are skipped and recorded in ``report`` rather than ending the
+    whole decode, as is a file that ends before all its frames.
+    """
+    report = report if report is not None else DecodeReport()
+    if start > 0 and info.display_pts and info.keyframes and not info.pts_in_decode_order:
+        target = info.display_pts[0] + int(Fraction(str(start)) / info.time_base)
+        # from within the first GOP, decoding from the start costs no more than a seek
+        if len(info.keyframes) > 1 and target >= info.keyframes[1][0]:
+            with open_container(info.path) as container:
+                stream = _open_stream(container, info, threads)
+                found = _seek(container, stream, info, target)
+                if found is not None:
+                    index, frames, clock = found
+                    # what went wrong before the keyframe is no loss; from here on it is
+                    clock.report = report
+                    yield from clock.run(frames, index)
+                    return
+            log.info("%s: seeking to %.3fs missed; decoding from the start", info.path, start)
+    with open_container(info.path) as container:
+        stream = _open_stream(container, info, threads)
+        clock = _Clock(info, report)
+        yield from clock.run(_decode(container, stream, clock), 0)
+
+
+def _open_stream(container: Any, info: VideoInfo, threads: int) -> Any:
+    stream = _video_stream(container, info.path)
+    stream.thread_type = "AUTO"
+    stream.thread_count = threads
+    return stream
+
+
+def _seek(container: Any, stream: Any, info: VideoInfo,
+          target: int) -> tuple[int, Iterator[av.VideoFrame], _Clock] | None:
+    """Position the decoder so its first frame is the last keyframe at or before ``target``.
+
+    Returns the first frame's display index, the frames from it on and the clock that
+    has timed them, or None when no seek lands there. Matroska seeks by presentation
+    timestamps, MP4 and MPEG-TS by decoding timestamps (an earlier one when B-frames
+    reorder), so each keyframe is tried at its pts and then at its dts, going back a
+    keyframe at a time, and every landing is checked. Frames the decoder emits before
+    the keyframe (open-GOP leading pictures, decoded without their references) are
+    dropped: none of them is nearer ``target`` than the keyframe.
+    """
+    last = bisect.bisect_right(info.keyframes, target, key=lambda keyframe: keyframe[0])
+    tries = [(pts, at) for pts, dts in reversed(info.keyframes[max(0, last - _SEEK_KEYFRAMES):last])
+             for at in dict.fromkeys(t for t in (pts, dts) if t is not None)]
+    for keyframe, at in tries:
+        try:
+            container.seek(at, stream=stream, backward=True, any_frame=False)
+        except av.error.FFmpegError as exc:
+            log.info("%s: seek failed (%s)", info.path, _reason(exc))
+            return None
+        clock = _Clock(info, DecodeReport(), base=info.display_pts[0])
+        frames = _decode(container, stream, clock)
+        first = next((f for f in islice(frames, _SEEK_LEADING_FRAMES) if f.pts is not None and f.pts >= keyframe),
+                     None)
+        if first is None or first.pts > target:
+            continue  # landed after the end or too late: go further back
+        position = bisect.bisect_left(info.display_pts, first.pts)
+        if position == len(info.display_pts) or info.display_pts[position] != first.pts:
+            continue  # a frame the index does not know
+        return position, chain([first], frames), clock
+    return None
+
+
+class _Clock:
+    """Gives each decoded frame its display index and display time, and notices lost frames.
+
+    The decoder's own timestamps are used while they keep increasing. After the first
+    one that is missing or goes backwards, the display time of frame ``i`` is the
+    ``i``-th smallest packet timestamp (what the decoder's timestamps would have been
+    had the file been muxed right), else the previous time plus one nominal frame.
+    """
+
+    def __init__(self, info: VideoInfo, report: DecodeReport, base: int | None = None) -> None:
+        self.info = info
+        self.report = report
+        self.trusted = not info.pts_in_decode_order
+        if base is None and not self.trusted:
+            base = info.display_pts[0]
+        self.base = base
+        self.last_pts: int | None = None
+        self.last_time: Fraction | None = None
+        #: position in ``display_pts`` of the last frame seen there
+        self.cursor = -1
+
+    def time_of(self, index: int, pts: int | None) -> Fraction:
+        info, tb = self.info, self.info.time_base
+        if self.base is None:
+            self.base = pts if pts is not None else (info.display_pts[0] if info.display_pts else None)
+        if self.trusted and pts is not None and (self.last_pts is None or pts > self.last_pts):
+            self.last_pts = pts
+            self._skip_to(pts)
+            return (pts - self.base) * tb
+        self.trusted = False
+        last = self.last_time
+        if index < len(info.display_pts) and self.base is not None:
+            time = (info.display_pts[index] - self.base) * tb
+        elif pts is not None and self.base is not None and last is not None and (pts - self.base) * tb > last:
+            time = (pts - self.base) * tb
+        elif last is None:
+            time = Fraction(0)
+        else:
+            time = last + 1 / info.fps
+        return time if last is None else max(time, last)
+
+    def _skip_to(self, pts: int) -> None:
+        """Note frames of the index that the decoder passed over without emitting them."""
+        position = bisect.bisect_left(self.info.display_pts, pts)
+        if position == len(self.info.display_pts) or self.info.display_pts[position] != pts:
+            return
+        if position > self.cursor + 1:
+            self._lost(position - self.cursor - 1, (pts - self.base) * self.info.time_base)
+        self.cursor = position
+
+    def _lost(self, frames: int, until: Fraction | None) -> None:
+        after = self.last_time
+        span = f"after t={float(after or 0):.3f}s" + (f" up to t={float(until):.3f}s" if until is not None else "")
+        self.report.lost(after, f"{frames} frame{'s' * (frames != 1)} {span} could not be decoded")
+
+    def run(self, frames: Iterable[av.VideoFrame], index: int) -> Iterator[DecodedFrame]:
+        info, report = self.info, self.report
+        if index:
+            self.cursor = index - 1
+        for frame in frames:
+            time = self.time_of(index, frame.pts)
+            self.last_time = time
+            report.frames_decoded += 1
+            yield DecodedFrame(index=index, time=time, frame=frame)
+            index += 1
+        seen = self.cursor + 1 if self.trusted and info.display_pts else index
+        if seen < info.frame_count:
+            self._lost(info.frame_count - seen, None)
+        if info.damage:
+            report.lost(self.last_time, info.damage)
+
+
+def _decode(container: Any, stream: Any, clock: _Clock) -> Iterator[av.VideoFrame]:
+    """Decode every packet in order, skipping corrupt ones (recorded in the clock's report)."""
+    for packet in _demux(container, stream, clock):
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError as exc:
+            at = clock.last_time
+            clock.report.lost(at, f"corrupt data after t={float(at or 0):.3f}s: {_reason(exc)}")
+            continue
+        yield from frames
+
+
+def _demux(container: Any, stream: Any, clock: _Clock) -> Iterator[Any]:
+    """Demux packets (plus the final flush packet), surviving a truncated or damaged file."""
+    iterator = container.demux(stream)
+    while True:
+        try:
+            packet = next(iterator)
+        except StopIteration:
+            return
+        except av.error.FFmpegError as exc:
+            at = clock.last_time
+            clock.report.lost(at, f"the file cannot be read after t={float(at or 0):.3f}s: {_reason(exc)}")
+            # the flush packet still lets the decoder emit what it buffered
+            yield av.Packet()
+            return
+        yield packet

@@ -1,0 +1,79 @@
+"""One inference request, end to end: resolve models, probe, run, serialise.
+
+The local CLI and the service's workers both call ``run_inference``, so a job
+gives the same results whichever way it is run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+from vidinfer.core.pipeline import ModelRun, Progress, run_video
+from vidinfer.core.results import VideoResult
+from vidinfer.core.video import VideoInfo, probe
+from vidinfer.errors import InvalidInput
+from vidinfer.models.base import InferenceParams
+from vidinfer.models.registry import ModelRegistry
+from vidinfer.wire import RESERVED_KEYS, results_to_json
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """A model to run: its results key, what to load, and its inference_params."""
+
+    key: str
+    spec: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_runs(registry: ModelRegistry, requests: Sequence[ModelRequest]) -> list[ModelRun]:
+    """Load every requested model (cached) and validate its params before any decoding."""
+    if not requests:
+        raise InvalidInput("at least one model is needed", code="no_models")
+    keys = [r.key for r in requests]
+    dupes = sorted({k for k in keys if keys.count(k) > 1})
+    if dupes:
+        raise InvalidInput(f"each model needs its own results key; repeated: {', '.join(dupes)}",
+                           code="duplicate_model")
+    reserved = sorted(set(keys) & set(RESERVED_KEYS))
+    if reserved:
+        raise InvalidInput(f"{reserved[0]!r} cannot be a model name (it is a results key)", code="invalid_model_name")
+    runs = []
+    for request in requests:
+        model = registry.load(request.spec)
+        runs.append(ModelRun(request.key, model, InferenceParams.parse(request.params, model.info)))
+    return runs
+
+
+@dataclass
+class InferenceOutput:
+    info: VideoInfo
+    result: VideoResult
+    results_json: dict[str, Any]
+
+
+def run_inference(
+    video_path: str,
+    runs: Sequence[ModelRun],
+    infer_fps: Fraction,
+    *,
+    start: float | None = None,
+    end: float | None = None,
+    batch_size: int = 4,
+    decode_threads: int = 2,
+    on_probe: Callable[[VideoInfo], None] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> InferenceOutput:
+    """Probe the video, run the models over its samples, and build the results JSON."""
+    info = probe(video_path)
+    if on_probe is not None:
+        on_probe(info)
+    result = run_video(
+        info, runs, infer_fps, start=start, end=end, batch_size=batch_size, decode_threads=decode_threads,
+        on_progress=on_progress, should_cancel=should_cancel,
+    )
+    return InferenceOutput(info, result, results_to_json(result))

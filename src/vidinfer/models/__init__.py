@@ -1,0 +1,1 @@
+"""Model adapters behind one Protocol (``vidinfer.models.base.Model``) and their registry."""

@@ -1,0 +1,267 @@
+"""Built-in ``gaze`` (gaze-detection): faces, their 6 landmarks, and where each head points.
+
+Three steps, all offline, all Google MediaPipe models (Apache-2.0):
+
+1. BlazeFace full-range (``face_detection_full_range_sparse.tflite``) finds faces
+   and 6 keypoints (right eye, left eye, nose tip, mouth, right ear, left ear;
+   "right" is the person's own right). The hosted API's gaze model uses the same
+   MediaPipe face detector, so the 6 landmarks mean the same there and here.
+2. The face mesh model (``face_landmark.tflite``) places 468 landmarks on each
+   face, on a crop rotated upright by the eyes (as MediaPipe does).
+3. ``cv2.solvePnP`` fits MediaPipe's canonical face model (the 3D positions of
+   the same landmarks, in cm) to 33 rigid landmarks: the head's rotation. The
+   generic 6-point head models found in tutorials do not match where the mesh
+   model puts its points and gave a +33 degree pitch bias on frontal faces;
+   the canonical model is what the mesh was made on.
+
+Yaw and pitch are of the face's forward direction, in radians, with the
+convention used to draw the hosted API's gaze arrows: from the face centre, the
+arrow goes to ``(x - L*sin(yaw)*cos(pitch), y - L*sin(pitch))`` in image pixels.
+So ``yaw > 0``: the person looks towards the image's left (their own right);
+``pitch > 0``: they look up; both 0: straight at the camera.
+
+The ``.tflite`` files come from the ``mediapipe==0.10.21`` wheel, the last one
+that ships them, installed with ``pip install --no-deps mediapipe==0.10.21``
+(mediapipe's own dependencies pin numpy<2 and pull ~1 GB; vidinfer never
+imports mediapipe, it only reads the files). The canonical coordinates below
+are copied from ``geometry_pipeline_metadata_landmarks.binarypb`` in the npm
+package ``@mediapipe/face_mesh`` 0.4.1657299874 (Apache-2.0), the Python wheels
+do not ship it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+from vidinfer.core.results import Gazes
+from vidinfer.models.base import InferenceParams, ModelInfo
+from vidinfer.models.tflite import TFLiteModel, package_file
+
+PACKAGE = "mediapipe"
+INSTALL_HINT = "install mediapipe's model files with: pip install --no-deps mediapipe==0.10.21"
+DETECTOR = "modules/face_detection/face_detection_full_range_sparse.tflite"
+MESH = "modules/face_landmark/face_landmark.tflite"
+DETECT_SIZE = 192
+MESH_SIZE = 192
+#: frames larger than this (long side) are scaled down: the mesh crop needs no more
+MAX_SIDE = 1280
+NMS_IOU = 0.3
+#: the mesh crop is this much larger than the detector's box (MediaPipe's value)
+CROP_SCALE = 1.5
+#: below this the mesh model says "no face in this crop"
+FACE_PRESENCE = 0.5
+
+#: MediaPipe's canonical face model (cm; x to the face's left, y up, z out of the face)
+#: for the 33 landmarks of its Procrustes basis: rigid points, no mouth or jaw
+CANONICAL = {
+    4: (0.000000, -0.463170, 7.586580), 6: (0.000000, 2.473255, 5.788627), 10: (0.000000, 8.261778, 4.481535),
+    33: (-4.445859, 2.663991, 3.173422), 54: (-6.279331, 6.615427, 1.425850), 67: (-3.523964, 8.005976, 3.729163),
+    117: (-5.258659, 0.945811, 2.974312), 119: (-3.300681, 0.861641, 3.872784), 121: (-1.820731, 1.467954, 4.224124),
+    127: (-7.743095, 2.364999, -2.005167), 129: (-1.785794, -0.978284, 4.850470),
+    132: (-7.270895, -2.890917, -2.252455), 133: (-1.856432, 2.585245, 3.757904),
+    136: (-5.085276, -7.178590, 0.714711), 143: (-6.407571, 2.236021, 1.560843),
+    147: (-6.234883, -1.944430, 1.663542), 198: (-1.246815, 0.230297, 5.681036),
+    205: (-3.832928, -1.537326, 4.137731),
+    263: (4.445859, 2.663991, 3.173422), 284: (6.279331, 6.615427, 1.425850), 297: (3.523964, 8.005976, 3.729163),
+    346: (5.258659, 0.945811, 2.974312), 348: (3.300681, 0.861641, 3.872784), 350: (1.820731, 1.467954, 4.224124),
+    356: (7.743095, 2.364999, -2.005167), 358: (1.785794, -0.978284, 4.850470), 361: (7.270895, -2.890917, -2.252455),
+    362: (1.856432, 2.585245, 3.757904), 365: (5.085276, -7.178590, 0.714711), 372: (6.407571, 2.236021, 1.560843),
+    376: (6.234883, -1.944430, 1.663542), 420: (1.246815, 0.230297, 5.681036), 425: (3.832928, -1.537326, 4.137731),
+}
+_MESH_IDS = np.array(list(CANONICAL), dtype=np.int64)
+#: in OpenCV's camera axes (x right, y down, z away from the camera) a frontal face has R = I
+_MODEL_POINTS = np.array(list(CANONICAL.values()), dtype=np.float64) * np.array([1.0, -1.0, -1.0])
+
+INFO = ModelInfo(
+    name="gaze",
+    task="gaze-detection",
+    classes=("face",),
+    input_size=(DETECT_SIZE, DETECT_SIZE),
+    source="PyPI mediapipe 0.10.21 (installed --no-deps, files only): face_detection_full_range_sparse.tflite, "
+           "face_landmark.tflite; canonical face model from npm @mediapipe/face_mesh 0.4.1657299874",
+    license="Apache-2.0 (Google MediaPipe)",
+    description="BlazeFace full-range + face mesh + solvePnP on MediaPipe's canonical face: "
+                "face box, 6 landmarks, head yaw/pitch in radians",
+)
+
+
+@dataclass
+class Face:
+    """One detected face in image pixels."""
+
+    box: np.ndarray  # x1, y1, x2, y2
+    keypoints: np.ndarray  # (6, 2)
+    score: float
+
+
+class GazeDetector:
+    """Face detection, face mesh and head pose; one frame at a time (the files have batch 1)."""
+
+    info = INFO
+
+    def __init__(self, threads: int = 0) -> None:
+        self._detector = TFLiteModel(package_file(PACKAGE, DETECTOR, INSTALL_HINT), threads)
+        self._mesh = TFLiteModel(package_file(PACKAGE, MESH, INSTALL_HINT), threads)
+
+    def image_size(self, source_size: tuple[int, int]) -> tuple[int, int]:
+        width, height = source_size
+        scale = min(1.0, MAX_SIDE / max(width, height))
+        return max(1, round(width * scale)), max(1, round(height * scale))
+
+    def predict(
+        self, images: Sequence[np.ndarray], source_size: tuple[int, int], params: InferenceParams
+    ) -> list[Gazes]:
+        return [self._one(image, source_size, params) for image in images]
+
+    def _one(self, image: np.ndarray, source_size: tuple[int, int], params: InferenceParams) -> Gazes:
+        faces = self.detect(image, params.confidence)[: params.max_detections]
+        boxes, scores, keypoints, yaws, pitches = [], [], [], [], []
+        for face in faces:
+            mesh = self.mesh(image, face)
+            if mesh is None:
+                continue
+            yaw, pitch = head_pose(mesh, image.shape[1], image.shape[0])
+            boxes.append(face.box)
+            scores.append(face.score)
+            keypoints.append(face.keypoints)
+            yaws.append(yaw)
+            pitches.append(pitch)
+        scale = source_size[0] / image.shape[1]
+        return Gazes(
+            xyxy=np.array(boxes, dtype=np.float32).reshape(-1, 4) * scale,
+            confidence=np.array(scores, dtype=np.float32),
+            landmarks=np.array(keypoints, dtype=np.float32).reshape(-1, 6, 2) * scale,
+            yaw=np.array(yaws, dtype=np.float32),
+            pitch=np.array(pitches, dtype=np.float32),
+        )
+
+    # -- step 1: BlazeFace ---------------------------------------------------------
+    def detect(self, image: np.ndarray, min_score: float) -> list[Face]:
+        """Faces scoring at least ``min_score``, best first, in ``image`` pixels.
+
+        The detector sees a 192x192 square and misses faces under ~13 of its
+        pixels, so a wide frame is also searched in square tiles of its height
+        (a face of 75 px in a 1080p frame is found), then duplicates are merged.
+        """
+        rows = [self._detect_square(image, 0, 0, max(image.shape[:2]), min_score)]
+        for x, y, side in _tiles(image.shape[1], image.shape[0]):
+            rows.append(self._detect_square(image, x, y, side, min_score))
+        found = np.concatenate(rows)
+        if not len(found):
+            return []
+        order = _nms(found[:, :4], found[:, 16], NMS_IOU)
+        return [Face(found[i, :4], found[i, 4:16].reshape(6, 2), float(found[i, 16])) for i in order]
+
+    def _detect_square(self, image: np.ndarray, x: int, y: int, side: int, min_score: float) -> np.ndarray:
+        """Rows of box (4), keypoints (12) and score (1) in image pixels, for the square at x, y."""
+        region = image[y:y + side, x:x + side]
+        square = np.zeros((side, side, 3), dtype=np.uint8)  # pad: the detector wants a square
+        square[:region.shape[0], :region.shape[1]] = region
+        tensor = cv2.resize(square, (DETECT_SIZE, DETECT_SIZE), interpolation=cv2.INTER_AREA)
+        raw_boxes, raw_scores = self._detector(tensor.astype(np.float32)[None] / 127.5 - 1.0)
+        scores = 1.0 / (1.0 + np.exp(-np.clip(raw_scores.reshape(-1), -80.0, 80.0)))
+        keep = np.flatnonzero(scores >= min_score)
+        decoded = _decode(raw_boxes.reshape(-1, 16)[keep], _anchors()[keep]) * side
+        decoded[:, 0::2] += x
+        decoded[:, 1::2] += y
+        return np.c_[decoded, scores[keep]]
+
+    # -- step 2: the face mesh -----------------------------------------------------
+    def mesh(self, image: np.ndarray, face: Face) -> np.ndarray | None:
+        """468 (x, y, z) landmarks in image pixels, or None when the mesh model sees no face."""
+        to_image = _crop_transform(face)
+        crop = cv2.warpAffine(image, to_image, (MESH_SIZE, MESH_SIZE),
+                              flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
+        raw, presence = self._mesh(crop.astype(np.float32)[None] / 255.0)
+        if 1.0 / (1.0 + math.exp(-float(presence.reshape(-1)[0]))) < FACE_PRESENCE:
+            return None
+        points = raw.reshape(-1, 3)
+        xy = np.c_[points[:, :2], np.ones(len(points))] @ to_image.T
+        scale = float(np.hypot(*to_image[:, 0]))
+        return np.c_[xy, points[:, 2] * scale]
+
+
+def head_pose(mesh: np.ndarray, width: int, height: int) -> tuple[float, float]:
+    """(yaw, pitch) in radians of the face's forward direction; see the module docstring.
+
+    Angles are measured from the line between the face and the camera, not from
+    the camera's optical axis: a face near the top of the frame that looks into
+    the lens gives 0, 0 (it would give a pitch of about -15 degrees against the
+    optical axis). This is also what gaze models trained on face crops output.
+    """
+    focal = float(max(width, height))  # ~53 degrees field of view; the result barely depends on it
+    camera = np.array([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1]], dtype=np.float64)
+    image_points = mesh[_MESH_IDS, :2].astype(np.float64)
+    ok, rvec, tvec = cv2.solvePnP(_MODEL_POINTS, image_points, camera, None, flags=cv2.SOLVEPNP_SQPNP)
+    if not ok:  # pragma: no cover - SQPnP always returns a solution for 33 points
+        return 0.0, 0.0
+    rotation, _ = cv2.Rodrigues(rvec)
+    forward = _towards_face(tvec.reshape(3)) @ rotation @ np.array([0.0, 0.0, -1.0])
+    yaw = math.atan2(-forward[0], -forward[2])
+    pitch = math.asin(float(np.clip(-forward[1], -1.0, 1.0)))
+    return yaw, pitch
+
+
+def _towards_face(translation: np.ndarray) -> np.ndarray:
+    """The rotation taking the camera-to-face ray onto the optical axis (z)."""
+    ray = translation / np.linalg.norm(translation)
+    axis = np.cross(ray, [0.0, 0.0, 1.0])
+    sin = float(np.linalg.norm(axis))
+    if sin < 1e-9:
+        return np.eye(3)
+    angle = math.atan2(sin, float(ray[2]))
+    rotation, _ = cv2.Rodrigues(axis / sin * angle)
+    return rotation
+
+
+def _crop_transform(face: Face) -> np.ndarray:
+    """2x3 affine from mesh-crop pixels to image pixels: square, 1.5x the box, eyes level."""
+    right_eye, left_eye = face.keypoints[0], face.keypoints[1]
+    angle = math.atan2(left_eye[1] - right_eye[1], left_eye[0] - right_eye[0])
+    x1, y1, x2, y2 = face.box
+    centre = np.array([(x1 + x2) / 2, (y1 + y2) / 2])
+    side = max(x2 - x1, y2 - y1) * CROP_SCALE
+    scale = side / MESH_SIZE
+    cos, sin = math.cos(angle) * scale, math.sin(angle) * scale
+    linear = np.array([[cos, -sin], [sin, cos]])
+    offset = centre - linear @ np.array([MESH_SIZE / 2, MESH_SIZE / 2])
+    return np.c_[linear, offset]
+
+
+def _tiles(width: int, height: int) -> list[tuple[int, int, int]]:
+    """Overlapping squares (x, y, side) of the short side covering a non-square frame."""
+    side, long = min(width, height), max(width, height)
+    if long < side * 1.2:
+        return []  # the whole frame is nearly square already
+    count = math.ceil(long / side) + 1  # at least a third of a tile of overlap
+    starts = [round(i * (long - side) / (count - 1)) for i in range(count)]
+    return [(s, 0, side) if width >= height else (0, s, side) for s in starts]
+
+
+@lru_cache(maxsize=1)
+def _anchors() -> np.ndarray:
+    """BlazeFace full-range SSD anchors: one per cell of a 48x48 grid (stride 4), centres in 0..1."""
+    cells = DETECT_SIZE // 4
+    ys, xs = np.mgrid[0:cells, 0:cells]
+    return np.stack([(xs.ravel() + 0.5) / cells, (ys.ravel() + 0.5) / cells], axis=1).astype(np.float32)
+
+
+def _decode(raw: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+    """Box (x1, y1, x2, y2) and 6 keypoints per row, in 0..1 of the detector's square."""
+    raw = raw / DETECT_SIZE
+    cx, cy = raw[:, 0] + anchors[:, 0], raw[:, 1] + anchors[:, 1]
+    half_w, half_h = raw[:, 2] / 2, raw[:, 3] / 2
+    keypoints = raw[:, 4:16].reshape(-1, 6, 2) + anchors[:, None, :]
+    return np.c_[cx - half_w, cy - half_h, cx + half_w, cy + half_h, keypoints.reshape(-1, 12)]
+
+
+def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
+    return [int(i) for i in np.array(cv2.dnn.NMSBoxes(
+        [[float(x1), float(y1), float(x2 - x1), float(y2 - y1)] for x1, y1, x2, y2 in boxes],
+        scores.tolist(), 0.0, iou)).reshape(-1)]

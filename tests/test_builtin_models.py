@@ -1,0 +1,210 @@
+"""The offline built-ins see what a person sees in real photos (scikit-image ships them).
+
+Each model is loaded once per module (loading is the slow part); single images
+go straight to ``predict`` at the size the model asks for, and one test per
+model runs a real encoded video through the whole pipeline to the wire JSON.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+from skimage import data
+
+from vidinfer.core.results import FramePrediction
+from vidinfer.inference import ModelRequest, resolve_runs, run_inference
+from vidinfer.models.base import InferenceParams, Model
+from vidinfer.models.registry import BUILTINS, ModelRegistry
+from vidinfer.wire import prediction_to_json
+
+OFFLINE_BUILTINS = ("imagenet", "pose", "gaze")
+
+
+@pytest.fixture(scope="module")
+def registry() -> ModelRegistry:
+    return ModelRegistry()
+
+
+def infer_image(model: Model, image: np.ndarray, **params: object) -> dict:
+    """One RGB photo through the model, resized the way the pipeline would, as wire JSON."""
+    height, width = image.shape[:2]
+    size = model.image_size((width, height))
+    resized = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    parsed = InferenceParams.parse(params, model.info)
+    (out,) = model.predict([resized], (width, height), parsed)
+    return prediction_to_json(FramePrediction(out, (width, height), 0.0))
+
+
+def photos_video(path: Path, photos: Sequence[np.ndarray], size: tuple[int, int] = (640, 480),
+                 fps: int = 4, seconds_each: int = 1) -> Path:
+    """An H.264 video showing each photo (stretched to ``size``) for ``seconds_each`` seconds."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for photo in photos:
+            frame = cv2.resize(photo, size, interpolation=cv2.INTER_AREA)
+            for _ in range(fps * seconds_each):
+                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                    container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize("name", OFFLINE_BUILTINS)
+def test_each_builtin_states_its_licence_and_source(registry: ModelRegistry, name: str) -> None:
+    assert name in BUILTINS
+    info = registry.load(name).info
+    assert info.name == name
+    assert "Apache-2.0" in info.license
+    assert "PyPI" in info.source
+
+
+# -- imagenet ------------------------------------------------------------------------
+CAT_CLASSES = {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat"}
+
+
+def test_imagenet_sees_a_cat(registry: ModelRegistry) -> None:
+    out = infer_image(registry.load("imagenet"), data.chelsea())
+    assert out["top"] in CAT_CLASSES
+    top3 = {p["class"] for p in out["predictions"][:3]}
+    assert len(top3 & CAT_CLASSES) >= 2  # the other cat breeds follow
+    assert out["image"] == {"width": 451, "height": 300}
+
+
+def test_imagenet_sees_an_espresso_and_lists_top_k(registry: ModelRegistry) -> None:
+    model = registry.load("imagenet")
+    out = infer_image(model, data.coffee(), top_k=3)
+    assert out["top"] == "espresso"
+    assert out["confidence"] > 0.5
+    assert len(out["predictions"]) == 3
+    espresso = model.info.classes.index("espresso")
+    assert out["predictions"][0] == {"class": "espresso", "class_id": espresso, "confidence": out["confidence"]}
+    confidences = [p["confidence"] for p in out["predictions"]]
+    assert confidences == sorted(confidences, reverse=True)
+
+
+def test_imagenet_refuses_a_bad_top_k(registry: ModelRegistry) -> None:
+    from vidinfer.errors import ModelError
+
+    with pytest.raises(ModelError, match="top_k"):
+        infer_image(registry.load("imagenet"), data.coffee(), top_k=0)
+
+
+# -- pose ----------------------------------------------------------------------------
+def _keypoints(entry: dict) -> dict[str, dict]:
+    (person,) = entry["predictions"]
+    return {k["class"]: k for k in person["keypoints"]}
+
+
+def test_pose_puts_the_astronauts_face_above_her_shoulders(registry: ModelRegistry) -> None:
+    out = infer_image(registry.load("pose"), data.astronaut())
+    (person,) = out["predictions"]
+    assert person["class"] == "person" and person["class_id"] == 0
+    kp = _keypoints(out)
+    assert len(kp) == 17
+    for name in ("nose", "left_eye", "right_eye", "left_shoulder", "right_shoulder"):
+        assert kp[name]["confidence"] > 0.4, name
+    # the face (nose, eyes) is at about (220, 110) in the 512x512 photo
+    assert 180 < kp["nose"]["x"] < 260 and 80 < kp["nose"]["y"] < 160
+    assert kp["nose"]["y"] < kp["left_shoulder"]["y"] - 80
+    assert kp["nose"]["y"] < kp["right_shoulder"]["y"] - 80
+    assert kp["left_eye"]["y"] < kp["nose"]["y"] and kp["right_eye"]["y"] < kp["nose"]["y"]
+    # she faces the camera: her left side is on the image's right
+    assert kp["right_shoulder"]["x"] < kp["nose"]["x"] < kp["left_shoulder"]["x"]
+    assert kp["right_eye"]["x"] < kp["left_eye"]["x"]
+    # the box holds the face and shoulders
+    x1, x2 = person["x"] - person["width"] / 2, person["x"] + person["width"] / 2
+    y1 = person["y"] - person["height"] / 2
+    assert x1 < kp["right_shoulder"]["x"] and kp["left_shoulder"]["x"] < x2 and y1 < kp["left_eye"]["y"]
+
+
+def test_pose_finds_nobody_in_a_coffee_cup(registry: ModelRegistry) -> None:
+    out = infer_image(registry.load("pose"), data.coffee())
+    assert out["predictions"] == []
+
+
+# -- through the pipeline --------------------------------------------------------------
+def test_imagenet_and_pose_run_over_a_video(registry: ModelRegistry, tmp_path: Path) -> None:
+    video = photos_video(tmp_path / "photos.mp4", [data.astronaut(), data.chelsea()])
+    runs = resolve_runs(registry, [ModelRequest("imagenet", "imagenet"), ModelRequest("pose", "pose")])
+    results = run_inference(str(video), runs, Fraction(2)).results_json
+    assert results["time_offset"] == [0.0, 0.5, 1.0, 1.5]
+    astronaut, cat = results["pose"][:2], results["imagenet"][2:]
+    assert all(len(entry["predictions"]) == 1 for entry in astronaut)
+    assert all(entry["top"] in CAT_CLASSES for entry in cat)
+    assert all(entry["image"] == {"width": 640, "height": 480} for entry in results["imagenet"])
+
+
+# -- gaze ----------------------------------------------------------------------------
+def turn_face(image: np.ndarray, box: Sequence[float], shift: float) -> np.ndarray:
+    """Slide the middle of the face ``shift`` px sideways, its outline fixed: a head turning that way.
+
+    (A perspective warp of the whole picture would not do: it is what turning
+    the *camera* looks like, and the head's pose relative to the camera ray
+    stays the same.)
+    """
+    x1, y1, x2, y2 = box
+    cx, cy, rx, ry = (x1 + x2) / 2, (y1 + y2) / 2, 0.75 * (x2 - x1), 0.9 * (y2 - y1)
+    ys, xs = np.mgrid[0:image.shape[0], 0:image.shape[1]].astype(np.float32)
+    bump = np.clip(1 - ((xs - cx) / rx) ** 2, 0, 1) * np.clip(1 - ((ys - cy) / ry) ** 2, 0, 1)
+    return cv2.remap(image, xs - shift * bump, ys, cv2.INTER_LINEAR)
+
+
+def _face(entry: dict) -> tuple[dict, float, float]:
+    (pred,) = entry["predictions"]
+    return pred["face"], math.degrees(pred["yaw"]), math.degrees(pred["pitch"])
+
+
+def test_gaze_finds_the_astronaut_looking_at_the_camera(registry: ModelRegistry) -> None:
+    face, yaw, pitch = _face(infer_image(registry.load("gaze"), data.astronaut()))
+    assert abs(yaw) < 10 and abs(pitch) < 10
+    assert face["class"] == "face" and face["class_id"] == 0 and face["confidence"] > 0.7
+    # her face spans about x 175-275, y 65-175 in the 512x512 photo
+    assert 200 < face["x"] < 250 and 95 < face["y"] < 145 and 80 < face["width"] < 130
+    right_eye, left_eye, nose, mouth, right_ear, left_ear = ((p["x"], p["y"]) for p in face["landmarks"])
+    assert right_ear[0] < right_eye[0] < nose[0] < left_eye[0] < left_ear[0]  # her right is the image's left
+    assert right_eye[1] < nose[1] < mouth[1] and left_eye[1] < nose[1]
+
+
+@pytest.mark.parametrize(("shift", "sign"), [(30, -1), (-30, 1)])
+def test_gaze_yaw_follows_a_turned_head(registry: ModelRegistry, shift: float, sign: int) -> None:
+    model = registry.load("gaze")
+    photo = data.astronaut()
+    face, yaw_ahead, _ = _face(infer_image(model, photo))
+    box = (face["x"] - face["width"] / 2, face["y"] - face["height"] / 2,
+           face["x"] + face["width"] / 2, face["y"] + face["height"] / 2)
+    _, yaw, pitch = _face(infer_image(model, turn_face(photo, box, shift)))
+    # features slid to the image's right = the head turned to the image's right = yaw < 0
+    assert sign * (yaw - yaw_ahead) > 4
+    assert sign * yaw > 3
+    assert abs(pitch) < 10
+
+
+def test_gaze_finds_no_face_on_a_coffee_table(registry: ModelRegistry) -> None:
+    assert infer_image(registry.load("gaze"), data.coffee())["predictions"] == []
+
+
+def test_gaze_over_a_1080p_video_answers_in_source_pixels(registry: ModelRegistry, tmp_path: Path) -> None:
+    frame = np.full((1080, 1920, 3), 80, dtype=np.uint8)
+    frame[300:812, 1200:1712] = data.astronaut()  # a face of ~105 px, right of centre
+    video = photos_video(tmp_path / "hd.mp4", [frame], size=(1920, 1080), fps=2)
+    results = run_inference(str(video), resolve_runs(registry, [ModelRequest("gaze", "gaze")]), Fraction(2))
+    entries = results.results_json["gaze"]
+    assert len(entries) == 2
+    for entry in entries:
+        assert set(entry) == {"time", "image", "predictions"}
+        face, yaw, pitch = _face(entry)
+        assert set(face) == {"x", "y", "width", "height", "confidence", "class", "class_id", "landmarks"}
+        assert len(face["landmarks"]) == 6
+        assert abs(face["x"] - (1200 + 225)) < 25 and abs(face["y"] - (300 + 120)) < 25
+        assert 80 < face["width"] < 130
+        assert abs(yaw) < 10 and abs(pitch) < 10
