@@ -25,6 +25,7 @@ BUILTINS: dict[str, str] = {
     "imagenet": "vidinfer.models.imagenet:ImageNetClassifier",
     "pose": "vidinfer.models.pose:MoveNetPose",
     "gaze": "vidinfer.models.gaze:GazeDetector",
+    "ocr": "vidinfer.models.ocr:RapidOCRReader",
 }
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
