@@ -33,10 +33,9 @@ class Context:
         self.settings = Settings()
 
     def registry(self):  # noqa: ANN201 - avoids importing the engine for `--help`
-        from vidinfer.models.registry import LoadOptions, ModelRegistry
+        from vidinfer.models.registry import ModelRegistry
 
-        providers = tuple(p for p in self.settings.providers.split(",") if p)
-        return ModelRegistry(self.settings.registry_path, LoadOptions(self.settings.ort_threads, providers))
+        return ModelRegistry.from_settings(self.settings)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -222,7 +221,11 @@ def models_list(obj: Context, verbose: bool) -> None:
     for entry in registry.entries():
         line = f"{entry.name:<28} {entry.kind:<8} {entry.target}"
         if verbose:
-            info = registry.load_entry(entry).info
+            try:
+                info = registry.load_entry(entry).info
+            except VidinferError as exc:  # e.g. clip before a CLIP export is configured
+                click.echo(f"{line}\n{'':<28} not available: {exc.message}")
+                continue
             line += (f"\n{'':<28} task={info.task} classes={len(info.classes)} input={info.input_size}"
                      f"\n{'':<28} source: {info.source}\n{'':<28} licence: {info.license}")
         click.echo(line)
@@ -234,7 +237,7 @@ def models_list(obj: Context, verbose: bool) -> None:
 @click.option("--builtin", help="Map NAME to a built-in model instead of a file.")
 @click.pass_obj
 def models_add(obj: Context, name: str, target: str | None, builtin: str | None) -> None:
-    """Register TARGET (an .onnx file) as NAME, e.g. acme/people/3 or people."""
+    """Register TARGET (an .onnx file, or a CLIP export folder) as NAME, e.g. people, or clip FOLDER."""
     if bool(target) == bool(builtin):
         raise InvalidInput("give either a model file or --builtin NAME")
     entry, info = obj.registry().add(name, builtin or target, builtin=bool(builtin))  # type: ignore[arg-type]
@@ -250,6 +253,93 @@ def models_remove(obj: Context, name: str) -> None:
     click.echo(f"removed {name}")
 
 
+# -- the service --------------------------------------------------------------------
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")
+@click.option("--workers", type=click.IntRange(0, 256),
+              help="Worker processes running jobs [default: VIDINFER_WORKERS or 1]; 0 runs the API alone.")
+@click.pass_obj
+def serve(obj: Context, host: str, port: int, workers: int | None) -> None:
+    """Run the API and its workers on this machine (SQLite and local files under VIDINFER_DATA_DIR)."""
+    import uvicorn
+
+    from vidinfer.api.app import create_app
+    from vidinfer.jobs.pool import WorkerPool
+    from vidinfer.jobs.store import JobStore
+
+    settings = obj.settings
+    if not settings.public_url:
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        settings = settings.model_copy(update={"public_url": f"http://{shown}:{port}"})
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = JobStore(settings.database)
+    requeued, failed = store.requeue_running(settings.max_attempts)
+    if requeued or failed:
+        click.echo(f"recovered jobs interrupted by the last stop: {requeued} requeued, {failed} failed", err=True)
+    pool = WorkerPool(settings, settings.workers if workers is None else workers)
+    pool.start()
+    click.echo(f"vidinfer {__version__} serving {settings.public_url} (data: {settings.data_dir}, "
+               f"workers: {pool.count})", err=True)
+    try:
+        uvicorn.run(create_app(settings, store), host=host, port=port, log_level="warning")
+    finally:
+        pool.stop()
+
+
+@cli.group()
+def keys() -> None:
+    """Create, list and revoke API keys."""
+
+
+def _store(obj: Context):  # noqa: ANN202
+    from vidinfer.jobs.store import JobStore
+
+    obj.settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return JobStore(obj.settings.database)
+
+
+@keys.command("create")
+@click.option("-w", "--workspace", required=True, help="The workspace the key acts for (created if new).")
+@click.pass_obj
+def keys_create(obj: Context, workspace: str) -> None:
+    """Print a new API key for WORKSPACE (only its hash is stored: keep it)."""
+    click.echo(_store(obj).create_key(workspace))
+
+
+@keys.command("list")
+@click.pass_obj
+def keys_list(obj: Context) -> None:
+    """List keys by workspace and prefix."""
+    for key in _store(obj).list_keys():
+        state = "revoked" if key["revoked"] else "active"
+        click.echo(f"{key['workspace']:<24} {key['prefix']}...  {state}  "
+                   f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(key['created_at']))}")
+
+
+@keys.command("revoke")
+@click.argument("prefix")
+@click.pass_obj
+def keys_revoke(obj: Context, prefix: str) -> None:
+    """Revoke the key starting with PREFIX (as `keys list` shows it)."""
+    n = _store(obj).revoke_key(prefix)
+    if not n:
+        raise InvalidInput(f"no key with prefix {prefix!r}")
+    click.echo(f"revoked {n} key(s)")
+
+
+@cli.command("jobs")
+@click.option("-w", "--workspace", required=True)
+@click.option("-n", "--limit", default=20, show_default=True)
+@click.pass_obj
+def jobs_cmd(obj: Context, workspace: str, limit: int) -> None:
+    """List a workspace's latest jobs."""
+    for job in _store(obj).list(workspace, limit=limit):
+        err = f"  {job.error_code}: {job.error_message}" if job.error_code else ""
+        click.echo(f"{job.id}  {job.state.value:<9} {job.frames_done}/{job.frames_total or '?'}  "
+                   f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(job.created_at))}{err}")
+
+
 # -- demo --------------------------------------------------------------------------
 @cli.command()
 @click.option("-o", "--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-output"),
@@ -260,6 +350,32 @@ def demo(obj: Context, output_dir: Path) -> None:
     from vidinfer.demo import run_demo
 
     run_demo(obj.registry(), output_dir, echo=lambda s: click.echo(s, err=True))
+
+
+# -- search ------------------------------------------------------------------------
+@cli.command("search")
+@click.argument("text")
+@click.argument("results", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-m", "--model", "model_name", default="clip", show_default=True,
+              help="The CLIP model that made the embeddings (built-in clip, or a registered name).")
+@click.option("-k", "--top", "top_k", default=10, show_default=True, type=click.IntRange(1, 100_000),
+              help="How many frames to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: one object per frame.")
+@click.pass_obj
+def search_cmd(obj: Context, text: str, results: Sequence[Path], model_name: str, top_k: int,
+               as_json: bool) -> None:
+    """Rank the frames of RESULTS files (from runs with a CLIP model) by how well they match TEXT."""
+    from vidinfer.search import load_results, search_text
+
+    model = obj.registry().load(model_name)
+    if not hasattr(model, "embed_text"):
+        raise InvalidInput(f"{model_name} is not a CLIP model: search needs the one that made the embeddings")
+    hits = search_text(model, text, [(str(p), load_results(p)) for p in results], top_k=top_k)
+    if as_json:
+        click.echo(json.dumps([h.as_dict() for h in hits], indent=2))
+        return
+    for hit in hits:
+        click.echo(f"{hit.score:.4f}  {hit.time_offset:>10.3f} s  frame {hit.frame_offset:<8} {hit.source}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -5,6 +5,7 @@ Entry points build one ``Settings`` and pass it down; nothing reads it at import
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field
@@ -30,11 +31,56 @@ class Settings(BaseSettings):
     ort_threads: int = 0
     #: ONNX Runtime execution providers in order of preference; empty = CUDA if present, else CPU
     providers: str = ""
+    #: the CLIP ONNX export (a folder) that the model name ``clip`` runs (README: "CLIP")
+    clip_dir: Path | None = None
     #: largest video accepted by upload or URL fetch, in bytes
     max_upload_bytes: int = 5 * 1024**3
     #: seconds allowed for fetching an input URL
     fetch_timeout: float = 300.0
 
+    # -- the service ---------------------------------------------------------------
+    #: the base URL clients reach this server at; signed URLs are built on it
+    #: (empty: http://HOST:PORT of ``vidinfer serve``)
+    public_url: str = ""
+    #: SQLAlchemy URL of the job store (empty: SQLite in the data directory)
+    database_url: str = ""
+    #: worker processes of ``vidinfer serve`` (each keeps its models loaded)
+    workers: int = 1
+    #: secret for signing URLs and webhooks (empty: generated once, kept in the data directory)
+    secret_key: str = ""
+    #: lifetime of upload URLs and of results URLs, in seconds
+    upload_url_ttl: int = 3600
+    results_url_ttl: int = 7 * 24 * 3600
+    #: hosts or CIDRs that input_url and notify_url may reach although private (comma-separated)
+    url_allowlist: str = ""
+    #: status calls allowed per API key per minute (bursts up to this many)
+    status_rate_per_minute: int = 120
+    #: attempts a job gets when the worker running it dies, before it fails
+    max_attempts: int = 3
+
     @property
     def registry_path(self) -> Path:
         return self.data_dir / "models.json"
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'vidinfer.db'}"
+
+    def secret(self) -> bytes:
+        """The signing secret: the setting, else a random one made once and kept in the data directory."""
+        if self.secret_key:
+            return self.secret_key.encode()
+        path = self.data_dir / "secret.key"
+        if not path.exists():
+            import secrets
+
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(secrets.token_hex(32))
+            tmp.chmod(0o600)
+            try:
+                os.link(tmp, path)  # first writer wins when several processes start at once
+            except FileExistsError:
+                pass
+            tmp.unlink(missing_ok=True)
+        return path.read_text().strip().encode()

@@ -13,11 +13,15 @@ import json
 import os
 import re
 import threading
-from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from vidinfer.errors import InvalidInput, ModelError
 from vidinfer.models.base import Model, ModelInfo
+
+if TYPE_CHECKING:
+    from vidinfer.config import Settings
 
 #: built-in name -> "module:factory"; imported only when used
 BUILTINS: dict[str, str] = {
@@ -26,6 +30,8 @@ BUILTINS: dict[str, str] = {
     "pose": "vidinfer.models.pose:MoveNetPose",
     "gaze": "vidinfer.models.gaze:GazeDetector",
     "ocr": "vidinfer.models.ocr:RapidOCRReader",
+    # the user's CLIP export: the folder registered as `clip`, else the clip_dir setting
+    "clip": "vidinfer.models.clip:load_clip",
 }
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
@@ -36,8 +42,9 @@ class ModelEntry:
     """Where a model name points: a built-in, or an ONNX file."""
 
     name: str
-    kind: str  # "builtin" | "onnx"
-    target: str  # the built-in's name, or the absolute path of the file
+    kind: str  # "builtin" | "onnx" | "clip"
+    target: str  # the built-in's name, or the absolute path of the file (of the folder, for clip)
+    task: str = ""  # the model's task, recorded when registered (the API answers project calls with it)
 
     @property
     def key(self) -> str:
@@ -50,6 +57,13 @@ class LoadOptions:
 
     threads: int = 0
     providers: tuple[str, ...] = ()
+    #: the CLIP export behind the built-in name ``clip`` (Settings.clip_dir)
+    clip_dir: Path | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LoadOptions:
+        providers = tuple(p.strip() for p in settings.providers.split(",") if p.strip())
+        return cls(settings.ort_threads, providers, settings.clip_dir)
 
 
 class ModelRegistry:
@@ -60,6 +74,11 @@ class ModelRegistry:
         self.options = options or LoadOptions()
         self._loaded: dict[str, Model] = {}
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ModelRegistry:
+        """The registry of the data directory, loading models as the settings say."""
+        return cls(settings.registry_path, LoadOptions.from_settings(settings))
 
     # -- the file -----------------------------------------------------------------
     def _read(self) -> dict[str, dict[str, str]]:
@@ -79,14 +98,20 @@ class ModelRegistry:
         os.replace(tmp, self.path)
 
     def entries(self) -> list[ModelEntry]:
-        """Built-ins first, then registered models."""
-        builtins = [ModelEntry(name, "builtin", name) for name in BUILTINS]
+        """Built-ins first, then registered models (a registered ``clip`` folder replaces the built-in)."""
         registered = [ModelEntry(**e) for e in self._read().values()]
+        names = {e.name for e in registered}
+        builtins = [ModelEntry(name, "builtin", name) for name in BUILTINS if name not in names]
         return builtins + sorted(registered, key=lambda e: e.name)
 
     def add(self, name: str, target: str, *, builtin: bool = False) -> tuple[ModelEntry, ModelInfo]:
-        """Register ``name``; the model is loaded once to prove it works."""
-        if not _NAME.match(name) or name in BUILTINS:
+        """Register ``name``; the model is loaded once to prove it works.
+
+        A folder is a CLIP export; it may be registered as ``clip`` itself, the
+        name clients send (``additional_models=["clip"]``).
+        """
+        clip_folder = not builtin and Path(target).is_dir()
+        if not _NAME.match(name) or (name in BUILTINS and not (clip_folder and name == "clip")):
             raise InvalidInput(
                 f"invalid model name {name!r}: use letters, digits, '.', '_', '-' and '/'"
                 + (" (and not a built-in name)" if name in BUILTINS else ""),
@@ -97,9 +122,12 @@ class ModelRegistry:
                 raise ModelError(f"unknown built-in model {target!r}; built-ins: {', '.join(BUILTINS)}",
                                  code="unknown_model")
             entry = ModelEntry(name, "builtin", target)
+        elif clip_folder:
+            entry = ModelEntry(name, "clip", str(Path(target).resolve()))
         else:
             entry = ModelEntry(name, "onnx", str(Path(target).resolve()))
         model = self.load_entry(entry)
+        entry = replace(entry, task=model.info.task)
         data = self._read()
         data[name] = asdict(entry)
         self._write(data)
@@ -114,12 +142,12 @@ class ModelRegistry:
 
     # -- resolving and loading ----------------------------------------------------
     def resolve(self, spec: str) -> ModelEntry:
-        """A built-in name, a registered name, or a path to an ``.onnx`` file."""
-        if spec in BUILTINS:
-            return ModelEntry(spec, "builtin", spec)
+        """A registered name, a built-in name, or a path to an ``.onnx`` file."""
         registered = self._read().get(spec)
         if registered:
             return ModelEntry(**registered)
+        if spec in BUILTINS:
+            return ModelEntry(spec, "builtin", spec)
         if spec.lower().endswith(".onnx") or os.path.sep in spec:
             path = Path(spec)
             if not path.is_file():
@@ -141,6 +169,11 @@ class ModelRegistry:
             return model
 
     def _construct(self, entry: ModelEntry) -> Model:
+        if entry.kind == "clip" or (entry.kind, entry.target) == ("builtin", "clip"):
+            from vidinfer.models.clip import load_clip
+
+            folder = entry.target if entry.kind == "clip" else self.options.clip_dir
+            return load_clip(folder, entry.name, threads=self.options.threads, providers=self.options.providers)
         if entry.kind == "builtin":
             module_name, factory = BUILTINS[entry.target].split(":")
             cls = getattr(importlib.import_module(module_name), factory)

@@ -1,0 +1,83 @@
+"""The FastAPI application: parts built once from settings, routes, and one error handler."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from vidinfer import __version__
+from vidinfer.api import routes_blobs, routes_compat, routes_video
+from vidinfer.api.deps import Service
+from vidinfer.api.ratelimit import RateLimiter
+from vidinfer.config import Settings
+from vidinfer.errors import RateLimited, VidinferError
+from vidinfer.jobs.store import JobStore
+from vidinfer.models.registry import ModelRegistry
+from vidinfer.results_schema import results_schema
+from vidinfer.storage.local import LocalStore
+
+log = logging.getLogger(__name__)
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def create_app(settings: Settings, store: JobStore | None = None) -> FastAPI:
+    """The API over the settings' job store and blob store (``settings.public_url`` must be set)."""
+    app = FastAPI(
+        title="vidinfer", version=__version__,
+        description="Video inference with a Roboflow-compatible API. Every call takes `?api_key=`. "
+                    "Errors are `{\"error\": {\"code\", \"message\"}}`.",
+    )
+    app.state.service = Service(
+        settings=settings,
+        store=store or JobStore(settings.database),
+        blobs=LocalStore(settings.data_dir / "blobs", settings.secret(), settings.public_url),
+        registry=ModelRegistry(settings.registry_path),
+        status_limiter=RateLimiter(settings.status_rate_per_minute),
+    )
+
+    @app.exception_handler(VidinferError)
+    async def vidinfer_error(_request: Request, exc: VidinferError) -> JSONResponse:
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+        status = exc.status_code if exc.status_code < 500 else 500
+        if status >= 500:
+            log.error("%s: %s", exc.code, exc.message)
+        return _error(status, exc.code, exc.message, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for err in exc.errors()[:5]:
+            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+            problems.append(f"{where}: {err.get('msg', 'invalid')}")
+        return _error(400, "invalid_request", "; ".join(problems) or "invalid request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        return _error(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error")
+        return _error(500, "internal_error", "an unexpected error occurred; see the server log")
+
+    @app.get("/health", tags=["service"])
+    def health() -> dict[str, object]:
+        return {"ok": True, "version": __version__}
+
+    @app.get("/results.schema.json", tags=["service"])
+    def schema() -> dict[str, object]:
+        """The JSON Schema of the results file behind ``output_signed_url``."""
+        return results_schema()
+
+    app.include_router(routes_video.router)
+    app.include_router(routes_blobs.router)
+    app.include_router(routes_compat.router)  # last: its /{workspace} paths would shadow the others
+    return app

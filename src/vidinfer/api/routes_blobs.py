@@ -1,0 +1,52 @@
+"""The local store's signed URLs: PUT an upload, GET a results file."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import FileResponse, JSONResponse
+
+from vidinfer.api.deps import ServiceDep
+from vidinfer.errors import InvalidInput, NotFound, PayloadTooLarge
+
+router = APIRouter(tags=["signed URLs"])
+
+
+@router.put("/blobs/{key:path}")
+async def put_blob(key: str, request: Request, service: ServiceDep,
+                   content_length: Annotated[int | None, Header()] = None) -> JSONResponse:
+    """Upload to a URL from ``/video_upload_signed_url``: streamed to disk, never held in memory."""
+    blobs = service.blobs
+    blobs.verify("PUT", key, request.query_params)
+    limit = service.settings.max_upload_bytes
+    if content_length is not None and content_length > limit:
+        raise PayloadTooLarge(f"the upload is {content_length} bytes; the limit is {limit}", code="upload_too_large")
+    tmp, dest = blobs.open_upload(key)
+    size = 0
+    try:
+        with open(tmp, "wb") as out:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"the upload is larger than the limit of {limit} bytes",
+                                          code="upload_too_large")
+                out.write(chunk)
+        if size == 0:
+            raise InvalidInput("the upload is empty", code="empty_upload")
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return JSONResponse({"key": key, "size": size})
+
+
+@router.get("/blobs/{key:path}")
+def get_blob(key: str, request: Request, service: ServiceDep) -> FileResponse:
+    """Download with a signed URL (the results file from ``output_signed_url``)."""
+    service.blobs.verify("GET", key, request.query_params)
+    path = service.blobs.path(key)
+    if not path.is_file():
+        raise NotFound("no such object", code="object_not_found")
+    media = "application/json" if key.endswith(".json") else "application/octet-stream"
+    return FileResponse(path, media_type=media)

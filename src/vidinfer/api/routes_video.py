@@ -1,0 +1,116 @@
+"""The video inference calls: upload URL, submit, status, cancel, list."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query
+
+from vidinfer.api.deps import CallerDep, ServiceDep
+from vidinfer.api.schemas import (
+    ErrorOut,
+    JobListOut,
+    JobStatusOut,
+    UploadIn,
+    UploadOut,
+    VideoInferIn,
+    VideoInferOut,
+)
+from vidinfer.core.sampling import MIN_INFER_FPS, parse_fps
+from vidinfer.errors import InvalidInput
+from vidinfer.fetch import UrlPolicy
+from vidinfer.jobs.requests import check_own_upload, model_requests, model_spec, upload_prefix
+from vidinfer.jobs.view import status_body
+from vidinfer.models.base import InferenceParams
+from vidinfer.models.registry import BUILTINS
+from vidinfer.storage.base import safe_name
+
+router = APIRouter(tags=["video inference"])
+ERRORS = {400: {"model": ErrorOut}, 401: {"model": ErrorOut}, 404: {"model": ErrorOut}, 422: {"model": ErrorOut},
+          429: {"model": ErrorOut}}
+_COMMON_PARAMS = {"confidence", "iou", "overlap", "iou_threshold", "confidence_threshold", "max_detections"}
+
+
+def _both(path: str) -> list[str]:
+    return [path, path + "/"]
+
+
+def _route(method: str, path: str, **kwargs):  # noqa: ANN202 - decorator: the path with and without "/"
+    def register(fn):  # noqa: ANN001, ANN202
+        for p in _both(path):
+            router.add_api_route(p, fn, methods=[method], include_in_schema=not p.endswith("/"),
+                                 responses=ERRORS, **kwargs)
+        return fn
+
+    return register
+
+
+@_route("POST", "/video_upload_signed_url", response_model=UploadOut)
+def upload_url(service: ServiceDep, caller: CallerDep, body: UploadIn | None = None) -> UploadOut:
+    """A URL to PUT one video to (``Content-Type: application/octet-stream``), then pass as ``input_url``."""
+    name = safe_name((body or UploadIn()).file_name)
+    key = f"{upload_prefix(caller.workspace)}{uuid.uuid4().hex}/{name}"
+    return UploadOut(signed_url=service.blobs.sign_url("PUT", key, service.settings.upload_url_ttl))
+
+
+@_route("POST", "/videoinfer", response_model=VideoInferOut)
+def submit(service: ServiceDep, caller: CallerDep, body: VideoInferIn,
+           idempotency_key: Annotated[str | None, Header(max_length=255)] = None) -> VideoInferOut:
+    """Start a job; ``Idempotency-Key`` makes a retried submission return the same job."""
+    fps = parse_fps(body.infer_fps)
+    if fps < MIN_INFER_FPS:
+        raise InvalidInput(f"infer_fps must be at least {float(MIN_INFER_FPS):g}, got {float(fps):g}",
+                           code="invalid_infer_fps")
+    policy = UrlPolicy.from_allowlist(service.settings.url_allowlist)
+    _check_input_url(service, caller.workspace, body.input_url, policy)
+    if body.notify_url:
+        policy.check(body.notify_url)  # checked again at delivery: DNS may change
+    models = model_requests([m.model_dump() for m in body.models])
+    names = {e.name for e in service.registry.entries()}
+    for m in models:
+        model_spec(names, set(BUILTINS), caller.workspace, m["model_id"], m["model_version"])
+        InferenceParams.parse({k: v for k, v in m["inference_params"].items() if k in _COMMON_PARAMS})
+    keys = [m["model_id"] for m in models]
+    if len(set(keys)) != len(keys):
+        raise InvalidInput("each model_id may appear once (it is its results key)", code="duplicate_model")
+    job, created = service.store.create(
+        caller.workspace, input_url=body.input_url, infer_fps=f"{fps.numerator}/{fps.denominator}", models=models,
+        notify_url=body.notify_url, idempotency_key=idempotency_key,
+    )
+    message = "job queued" if created else "an earlier submission with this Idempotency-Key"
+    return VideoInferOut(job_id=job.id, message=message)
+
+
+def _check_input_url(service: ServiceDep, workspace: str, url: str, policy: UrlPolicy) -> None:
+    key = service.blobs.key_from_url(url)
+    if key is not None:
+        check_own_upload(key, workspace)
+        if not service.blobs.exists(key):
+            raise InvalidInput("nothing was uploaded to this URL yet: PUT the video to it first",
+                               code="upload_missing")
+        return
+    policy.check(url)  # refused addresses fail now; the worker checks every redirect again
+
+
+@_route("GET", "/videoinfer", response_model=JobStatusOut, response_model_exclude_none=False)
+def status(service: ServiceDep, caller: CallerDep, job_id: Annotated[str, Query(max_length=64)]) -> dict:
+    """The job's state: ``status`` 0 done, 1 running, 2+ failed; ``progress``, ETA, results URL."""
+    service.status_limiter.check(caller.api_key)
+    job = service.store.get(job_id, caller.workspace)
+    return status_body(job, service.blobs, service.settings.results_url_ttl)
+
+
+@_route("DELETE", "/videoinfer", response_model=JobStatusOut)
+def cancel(service: ServiceDep, caller: CallerDep, job_id: Annotated[str, Query(max_length=64)]) -> dict:
+    """Cancel: a queued job at once, a running one at its next batch."""
+    job = service.store.cancel(job_id, caller.workspace)
+    return status_body(job, service.blobs, service.settings.results_url_ttl)
+
+
+@_route("GET", "/videoinfers", response_model=JobListOut)
+def list_jobs(service: ServiceDep, caller: CallerDep,
+              limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict:
+    """This workspace's jobs, newest first."""
+    ttl = service.settings.results_url_ttl
+    return {"jobs": [status_body(j, service.blobs, ttl) for j in service.store.list(caller.workspace, limit=limit)]}

@@ -1,0 +1,76 @@
+"""Request and response bodies of the video API (the hosted API's names, plus our additions)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class ModelIn(BaseModel):
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
+    model_id: str = Field(min_length=1, max_length=128, examples=["coco"])
+    model_version: str = Field("1", max_length=128, description="Always a string; may be a slug.")
+    inference_type: str = Field("object-detection", max_length=64, examples=["object-detection"])
+    inference_params: dict[str, Any] | None = Field(
+        None, description="confidence, iou (alias overlap), max_detections, classes; model-specific extras.")
+
+    @field_validator("model_version", mode="before")
+    @classmethod
+    def _version_as_string(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class VideoInferIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    input_url: str = Field(min_length=1, max_length=4096,
+                           description="An upload URL from /video_upload_signed_url, or an http(s) URL to fetch.")
+    infer_fps: float | str = Field(
+        5, description="Frames per second to infer: from 0.01 to the video's own frame rate; a number or 'num/den'.")
+    models: list[ModelIn] = Field(min_length=1, max_length=16)
+    notify_url: str | None = Field(None, max_length=4096,
+                                   description="POSTed the job's status when it ends (signed; see the README).")
+
+
+class VideoInferOut(BaseModel):
+    job_id: str
+    message: str
+
+
+class UploadIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    file_name: str = Field("video.mp4", min_length=1, max_length=512)
+
+
+class UploadOut(BaseModel):
+    signed_url: str
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    error: ErrorBody
+
+
+class JobStatusOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    job_id: str
+    status: int = Field(description="0 done, 1 queued or running, 2 or more failed (see the README's table).")
+    state: str = Field(description="queued, running, done, failed or cancelled")
+    progress: float = Field(description="0 to 1")
+    frames_done: int
+    frames_total: int | None
+    eta_seconds: float | None
+    output_signed_url: str | None = None
+    error: ErrorBody | None = None
+
+
+class JobListOut(BaseModel):
+    jobs: list[JobStatusOut]

@@ -1,0 +1,1 @@
+"""Jobs: their states, the store that keeps them, and the workers that run them."""

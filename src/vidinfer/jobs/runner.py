@@ -1,0 +1,135 @@
+"""Running one job: fetch its input, run its models, store its results, record the outcome.
+
+The same ``run_inference`` as the local CLI does the work, so a job's results
+are exactly what ``vidinfer infer`` gives for the same request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from vidinfer.config import Settings
+from vidinfer.core.pipeline import Progress, expected_samples
+from vidinfer.core.sampling import parse_fps
+from vidinfer.errors import InvalidInput, VidinferError
+from vidinfer.fetch import UrlPolicy, fetch_to_file
+from vidinfer.inference import ModelRequest, resolve_runs, run_inference
+from vidinfer.jobs import notify
+from vidinfer.jobs.requests import check_own_upload, model_spec
+from vidinfer.jobs.states import failure_kind
+from vidinfer.jobs.store import Job, JobStore
+from vidinfer.models.registry import BUILTINS, ModelRegistry
+from vidinfer.storage.base import BlobStore
+
+log = logging.getLogger(__name__)
+
+#: seconds between progress writes and between cancel checks
+PROGRESS_EVERY = 0.5
+CANCEL_EVERY = 1.0
+
+
+def result_key(job: Job) -> str:
+    return f"results/{job.workspace}/{job.id}.json"
+
+
+@dataclass
+class Runner:
+    """Everything a worker process needs to run jobs; models stay loaded in ``registry``."""
+
+    settings: Settings
+    store: JobStore
+    blobs: BlobStore
+    registry: ModelRegistry
+    #: a worker whose parent died stops at the next batch instead of running on as an orphan
+    alive: Callable[[], bool] = lambda: True
+
+    def run(self, job: Job) -> None:
+        """Run ``job`` (already claimed) to its end: done, failed or cancelled; never raises."""
+        try:
+            stats = self._execute(job)
+        except VidinferError as exc:
+            kind = failure_kind(exc)
+            log.info("job %s %s: %s", job.id, kind, exc.message)
+            self.store.fail(job, kind, exc.code, exc.message)
+        except Exception as exc:  # a bug: keep the worker alive and say what happened
+            log.exception("job %s failed unexpectedly", job.id)
+            self.store.fail(job, "internal_error", "internal_error", f"{type(exc).__name__}: {exc}")
+        else:
+            self.store.finish(job, result_key(job), stats)
+        notify.job_ended(self.store.get(job.id), self.settings, self.blobs)
+
+    def _execute(self, job: Job) -> dict:
+        names = {e.name for e in self.registry.entries()}
+        requests = [
+            ModelRequest(m["model_id"], model_spec(names, set(BUILTINS), job.workspace, m["model_id"],
+                                                   m["model_version"]), m["inference_params"])
+            for m in job.models
+        ]
+        runs = resolve_runs(self.registry, requests)
+        fps = parse_fps(job.infer_fps)
+        with tempfile.TemporaryDirectory(prefix="vidinfer-job-") as tmp, self._input(job, Path(tmp)) as path:
+            out = run_inference(
+                str(path), runs, fps,
+                batch_size=self.settings.batch_size, decode_threads=self.settings.decode_threads,
+                on_probe=lambda info: self.store.progress(job, 0, expected_samples(info, fps)),
+                on_progress=self._progress(job), should_cancel=self._cancelled(job),
+            )
+        data = json.dumps(out.results_json, separators=(",", ":")).encode()
+        self.blobs.put_bytes(result_key(job), data)
+        result = out.result
+        return {
+            "frames": len(result), "null_frames": result.failed_frames, "partial": result.partial,
+            "warnings": result.warnings[:20], "wall_seconds": result.stats.get("wall_seconds"),
+            "video": {"width": out.info.width, "height": out.info.height, "fps": float(out.info.fps),
+                      "duration": float(out.info.duration) if out.info.duration is not None else None},
+        }
+
+    @contextmanager
+    def _input(self, job: Job, tmp: Path) -> Iterator[Path]:
+        key = self.blobs.key_from_url(job.input_url)
+        if key is not None:
+            with self.blobs.local_copy(check_own_upload(key, job.workspace)) as path:
+                yield path
+            return
+        if job.input_url.lower().startswith(("http://", "https://")):
+            yield fetch_to_file(job.input_url, tmp / "input", policy=UrlPolicy.from_allowlist(self.settings.url_allowlist),
+                                max_bytes=self.settings.max_upload_bytes, timeout=self.settings.fetch_timeout)
+            return
+        raise InvalidInput(f"input_url must be an http(s) URL, got {job.input_url[:200]!r}", code="invalid_url")
+
+    def _progress(self, job: Job) -> Callable[[Progress], None]:
+        last = [0.0]
+
+        def report(p: Progress) -> None:
+            now = time.monotonic()
+            if now - last[0] >= PROGRESS_EVERY or p.samples_done >= p.samples_total:
+                last[0] = now
+                self.store.progress(job, p.samples_done, p.samples_total)
+
+        return report
+
+    def _cancelled(self, job: Job) -> Callable[[], bool]:
+        last = [time.monotonic()]
+
+        def check() -> bool:
+            if not self.alive():
+                raise SystemExit("the server that started this worker is gone")
+            now = time.monotonic()
+            if now - last[0] < CANCEL_EVERY:
+                return False
+            last[0] = now
+            return self.store.cancel_requested(job.id)
+
+        return check
+
+
+def parent_alive(parent_pid: int) -> Callable[[], bool]:
+    return lambda: os.getppid() == parent_pid

@@ -1,0 +1,268 @@
+"""The job store: every job's state lives here, and every change is one atomic update.
+
+State changes are conditional updates (``... WHERE state = 'queued'``), so two
+workers can never both claim a job; a worker's later updates also name the
+attempt it holds, so a worker that was presumed dead cannot overwrite the work
+of the one that replaced it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from vidinfer.errors import InvalidInput, NotFound
+from vidinfer.jobs.db import api_keys, jobs, make_engine, workspaces
+from vidinfer.jobs.states import JobState
+
+_WORKSPACE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+KEY_PREFIX = "vi_"
+
+
+@dataclass(frozen=True)
+class Job:
+    """A snapshot of one job's row."""
+
+    id: str
+    workspace: str
+    state: JobState
+    failure: str | None
+    error_code: str | None
+    error_message: str | None
+    input_url: str
+    infer_fps: str
+    models: list[dict[str, Any]]
+    notify_url: str | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    updated_at: float
+    attempts: int
+    cancel_requested: bool
+    frames_done: int
+    frames_total: int | None
+    result_key: str | None
+    stats: dict[str, Any]
+
+    @classmethod
+    def from_row(cls, row: Any) -> Job:
+        m = row._mapping
+        return cls(
+            id=m["id"], workspace=m["workspace"], state=JobState(m["state"]), failure=m["failure"],
+            error_code=m["error_code"], error_message=m["error_message"], input_url=m["input_url"],
+            infer_fps=m["infer_fps"], models=json.loads(m["models"]), notify_url=m["notify_url"],
+            created_at=m["created_at"], started_at=m["started_at"], finished_at=m["finished_at"],
+            updated_at=m["updated_at"], attempts=m["attempts"], cancel_requested=bool(m["cancel_requested"]),
+            frames_done=m["frames_done"], frames_total=m["frames_total"], result_key=m["result_key"],
+            stats=json.loads(m["stats"]) if m["stats"] else {},
+        )
+
+    @property
+    def progress(self) -> float:
+        if self.state is JobState.DONE:
+            return 1.0
+        if not self.frames_total:
+            return 0.0
+        return min(1.0, self.frames_done / self.frames_total)
+
+    def eta_seconds(self, now: float | None = None) -> float | None:
+        """Seconds left at the pace so far; None until there is a pace to go by."""
+        if self.state is not JobState.RUNNING or not self.started_at or not self.frames_done or not self.frames_total:
+            return None
+        elapsed = (now or time.time()) - self.started_at
+        return round(max(0.0, elapsed * (self.frames_total - self.frames_done) / self.frames_done), 1)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class JobStore:
+    """Workspaces, API keys and jobs, over one SQLAlchemy engine."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine: Engine = make_engine(url)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- workspaces and keys ----------------------------------------------------------
+    def create_key(self, workspace: str) -> str:
+        """A new API key for ``workspace`` (created if new); only its hash is kept."""
+        if not _WORKSPACE.match(workspace):
+            raise InvalidInput(f"invalid workspace name {workspace!r}: use lowercase letters, digits, '-' and '_'",
+                               code="invalid_workspace")
+        key = KEY_PREFIX + secrets.token_hex(20)  # lowercase letters: the official SDK needs them
+        now = time.time()
+        with self.engine.begin() as conn:
+            if conn.execute(select(workspaces.c.name).where(workspaces.c.name == workspace)).first() is None:
+                conn.execute(insert(workspaces).values(name=workspace, created_at=now))
+            conn.execute(insert(api_keys).values(key_hash=hash_key(key), workspace=workspace, prefix=key[:10],
+                                                 created_at=now, revoked=False))
+        return key
+
+    def workspace_for_key(self, key: str) -> str | None:
+        """The workspace a key belongs to, or None for an unknown or revoked key."""
+        digest = hash_key(key)
+        with self.engine.connect() as conn:
+            row = conn.execute(select(api_keys.c.key_hash, api_keys.c.workspace, api_keys.c.revoked)
+                               .where(api_keys.c.key_hash == digest)).first()
+        if row is None or row.revoked or not hmac.compare_digest(row.key_hash, digest):
+            return None
+        return row.workspace
+
+    def list_keys(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(api_keys.c.workspace, api_keys.c.prefix, api_keys.c.created_at,
+                                       api_keys.c.revoked).order_by(api_keys.c.created_at)).all()
+        return [dict(r._mapping) for r in rows]
+
+    def revoke_key(self, prefix: str) -> int:
+        with self.engine.begin() as conn:
+            return conn.execute(update(api_keys).where(api_keys.c.prefix == prefix).values(revoked=True)).rowcount
+
+    # -- submitting and reading -------------------------------------------------------
+    def create(self, workspace: str, *, input_url: str, infer_fps: str, models: list[dict[str, Any]],
+               notify_url: str | None = None, idempotency_key: str | None = None) -> tuple[Job, bool]:
+        """A new queued job, or the one already made with the same idempotency key (then False)."""
+        if idempotency_key is not None:
+            existing = self._by_idempotency_key(workspace, idempotency_key)
+            if existing is not None:
+                return existing, False
+        job_id = uuid.uuid4().hex
+        now = time.time()
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(jobs).values(
+                    id=job_id, workspace=workspace, state=JobState.QUEUED.value, input_url=input_url,
+                    infer_fps=infer_fps, models=json.dumps(models), notify_url=notify_url,
+                    idempotency_key=idempotency_key, created_at=now, updated_at=now, attempts=0,
+                    cancel_requested=False, frames_done=0,
+                ))
+        except IntegrityError:
+            existing = self._by_idempotency_key(workspace, idempotency_key or "")
+            if existing is None:
+                raise
+            return existing, False
+        return self.get(job_id), True
+
+    def _by_idempotency_key(self, workspace: str, key: str) -> Job | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(jobs).where(jobs.c.workspace == workspace,
+                                                  jobs.c.idempotency_key == key)).first()
+        return Job.from_row(row) if row else None
+
+    def get(self, job_id: str, workspace: str | None = None) -> Job:
+        """The job, if it exists and belongs to ``workspace`` (when given); else ``NotFound``."""
+        query = select(jobs).where(jobs.c.id == job_id)
+        if workspace is not None:
+            query = query.where(jobs.c.workspace == workspace)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            raise NotFound("no such job in this workspace", code="job_not_found")
+        return Job.from_row(row)
+
+    def list(self, workspace: str, *, limit: int = 100, state: JobState | None = None) -> list[Job]:
+        query = select(jobs).where(jobs.c.workspace == workspace)
+        if state is not None:
+            query = query.where(jobs.c.state == state.value)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(jobs.c.created_at.desc()).limit(limit)).all()
+        return [Job.from_row(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(jobs.c.state, func.count()).group_by(jobs.c.state)).all()
+        return {state: n for state, n in rows}
+
+    # -- the worker's side ------------------------------------------------------------
+    def claim(self, worker: str) -> Job | None:
+        """Take the oldest queued job for ``worker``; None when there is none."""
+        for _ in range(8):
+            with self.engine.connect() as conn:
+                row = conn.execute(select(jobs.c.id).where(jobs.c.state == JobState.QUEUED.value)
+                                   .order_by(jobs.c.created_at).limit(1)).first()
+            if row is None:
+                return None
+            now = time.time()
+            with self.engine.begin() as conn:
+                taken = conn.execute(
+                    update(jobs).where(jobs.c.id == row.id, jobs.c.state == JobState.QUEUED.value)
+                    .values(state=JobState.RUNNING.value, attempts=jobs.c.attempts + 1, worker=worker,
+                            started_at=now, updated_at=now, frames_done=0)
+                ).rowcount
+            if taken:
+                return self.get(row.id)
+        return None
+
+    def _update_running(self, job: Job, **values: Any) -> bool:
+        values.setdefault("updated_at", time.time())
+        with self.engine.begin() as conn:
+            return bool(conn.execute(
+                update(jobs).where(jobs.c.id == job.id, jobs.c.state == JobState.RUNNING.value,
+                                   jobs.c.attempts == job.attempts).values(**values)
+            ).rowcount)
+
+    def progress(self, job: Job, frames_done: int, frames_total: int | None) -> bool:
+        return self._update_running(job, frames_done=frames_done, frames_total=frames_total)
+
+    def finish(self, job: Job, result_key: str, stats: dict[str, Any]) -> bool:
+        total = stats.get("frames")
+        return self._update_running(job, state=JobState.DONE.value, result_key=result_key, stats=json.dumps(stats),
+                                    finished_at=time.time(), frames_done=total or 0, frames_total=total)
+
+    def fail(self, job: Job, failure: str, code: str, message: str) -> bool:
+        state = JobState.CANCELLED if failure == "cancelled" else JobState.FAILED
+        return self._update_running(job, state=state.value, failure=failure, error_code=code,
+                                    error_message=message[:2000], finished_at=time.time())
+
+    def cancel_requested(self, job_id: str) -> bool:
+        with self.engine.connect() as conn:
+            return bool(conn.execute(select(jobs.c.cancel_requested).where(jobs.c.id == job_id)).scalar())
+
+    def cancel(self, job_id: str, workspace: str) -> Job:
+        """Cancel a queued job now, or ask a running one to stop at its next batch."""
+        job = self.get(job_id, workspace)
+        now = time.time()
+        with self.engine.begin() as conn:
+            conn.execute(update(jobs).where(jobs.c.id == job.id, jobs.c.state == JobState.QUEUED.value).values(
+                state=JobState.CANCELLED.value, failure="cancelled", error_code="cancelled",
+                error_message="cancelled before it started", finished_at=now, updated_at=now, cancel_requested=True))
+            conn.execute(update(jobs).where(jobs.c.id == job.id, jobs.c.state == JobState.RUNNING.value)
+                         .values(cancel_requested=True, updated_at=now))
+        return self.get(job.id)
+
+    # -- recovery -----------------------------------------------------------------------
+    def requeue_running(self, max_attempts: int, worker: str | None = None) -> tuple[int, int]:
+        """Jobs whose worker died (all running ones, or ``worker``'s): back to the queue, or failed
+        once they have had ``max_attempts``. Returns (requeued, failed)."""
+        where = [jobs.c.state == JobState.RUNNING.value]
+        if worker is not None:
+            where.append(jobs.c.worker == worker)
+        now = time.time()
+        with self.engine.begin() as conn:
+            conn.execute(update(jobs).where(*where, jobs.c.cancel_requested.is_(True)).values(
+                state=JobState.CANCELLED.value, failure="cancelled", error_code="cancelled",
+                error_message="cancelled", finished_at=now, updated_at=now))
+            failed = conn.execute(update(jobs).where(*where, jobs.c.attempts >= max_attempts).values(
+                state=JobState.FAILED.value, failure="worker_lost", error_code="worker_lost",
+                error_message=f"the worker running this job stopped {max_attempts} times; "
+                              "the video may crash the decoder or exhaust memory",
+                finished_at=now, updated_at=now)).rowcount
+            requeued = conn.execute(update(jobs).where(*where).values(
+                state=JobState.QUEUED.value, worker=None, updated_at=now, frames_done=0)).rowcount
+        return requeued, failed
+

@@ -1,0 +1,35 @@
+"""A job as clients see it: the body of ``GET /videoinfer`` and of the completion webhook."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vidinfer.jobs.states import JobState, wire_status
+from vidinfer.jobs.store import Job
+from vidinfer.storage.base import BlobStore
+
+
+def status_body(job: Job, blobs: BlobStore, results_url_ttl: int) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "job_id": job.id,
+        "status": wire_status(job.state, job.failure),
+        "state": job.state.value,
+        "progress": round(job.progress, 4),
+        "frames_done": job.frames_done,
+        "frames_total": job.frames_total,
+        "eta_seconds": job.eta_seconds(),
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "attempts": job.attempts,
+    }
+    if job.state is JobState.DONE and job.result_key:
+        body["output_signed_url"] = blobs.sign_url("GET", job.result_key, results_url_ttl)
+        body["null_frames"] = job.stats.get("null_frames", 0)
+        body["partial"] = bool(job.stats.get("partial"))
+        if job.stats.get("warnings"):
+            body["warnings"] = job.stats["warnings"]
+    if job.state in (JobState.FAILED, JobState.CANCELLED):
+        body["error"] = {"code": job.error_code or job.failure or "internal_error",
+                         "message": job.error_message or ""}
+    return body
