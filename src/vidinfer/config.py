@@ -58,6 +58,19 @@ class Settings(BaseSettings):
     #: attempts a job gets when the worker running it dies, before it fails
     max_attempts: int = 3
 
+    # -- scale-out (README: "Several machines") ----------------------------------------
+    #: Celery broker (amqp://user:pass@host:5672//); empty: the embedded worker pool
+    broker_url: str = ""
+    #: where blobs live: empty for local files in the data directory, or s3://BUCKET/PREFIX
+    storage_url: str = ""
+    #: S3-compatible endpoint (empty: AWS), credentials and region for an s3:// storage_url
+    s3_endpoint: str = ""
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+    s3_region: str = "us-east-1"
+    #: seconds of video per chunk when a job is split across workers (distributed mode)
+    chunk_seconds: float = 120.0
+
     @property
     def registry_path(self) -> Path:
         return self.data_dir / "models.json"
