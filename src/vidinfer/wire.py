@@ -46,6 +46,8 @@ def prediction_to_json(pred: FramePrediction, key: str = "", frame_index: int = 
     value = pred.value
     if isinstance(value, Embedding):
         base["embeddings"] = [[round(float(x), 6) for x in row] for row in value.vectors]
+        if value.classification is not None:
+            base.update(_classification(value.classification))
         return base
     base["image"] = {"width": int(width), "height": int(height)}
     if isinstance(value, Detections):

@@ -72,6 +72,8 @@ class Embedding:
     """Image embedding(s) of a frame, e.g. CLIP: (n, D) float32."""
 
     vectors: np.ndarray
+    #: zero-shot scores over the user's prompts (CLIP with ``inference_params.prompts``)
+    classification: Classification | None = None
 
     def __post_init__(self) -> None:
         self.vectors = np.asarray(self.vectors, dtype=np.float32)
