@@ -67,6 +67,7 @@ def run_inference(
     on_probe: Callable[[VideoInfo], None] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    k_range: tuple[int, int | None] = (0, None),
 ) -> InferenceOutput:
     """Probe the video, run the models over its samples, and build the results JSON."""
     info = probe(video_path)
@@ -74,6 +75,6 @@ def run_inference(
         on_probe(info)
     result = run_video(
         info, runs, infer_fps, start=start, end=end, batch_size=batch_size, decode_threads=decode_threads,
-        on_progress=on_progress, should_cancel=should_cancel,
+        on_progress=on_progress, should_cancel=should_cancel, k_range=k_range,
     )
     return InferenceOutput(info, result, results_to_json(result))

@@ -21,7 +21,7 @@ from fractions import Fraction
 import numpy as np
 
 from vidinfer.core.results import FramePrediction, VideoResult
-from vidinfer.core.sampling import check_infer_fps, check_range, sample_frames
+from vidinfer.core.sampling import check_infer_fps, check_range, sample_frames, sample_time
 from vidinfer.core.video import DEFAULT_DECODE_THREADS, DecodeReport, VideoInfo, iter_frames
 from vidinfer.errors import Cancelled, ModelError, VidinferError
 from vidinfer.models.base import InferenceParams, Model
@@ -94,13 +94,21 @@ def run_video(
     decode_threads: int = DEFAULT_DECODE_THREADS,
     on_progress: Callable[[Progress], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    k_range: tuple[int, int | None] = (0, None),
 ) -> VideoResult:
-    """Run every model over the sampled frames of a video and collect the result."""
+    """Run every model over the sampled frames of a video and collect the result.
+
+    ``k_range`` = (first sample, sample to stop before) runs one chunk of the job: the
+    samples it yields are exactly those a single pass yields for those indices.
+    """
     if not runs:
         raise ModelError("no model to run", code="no_models")
     check_infer_fps(infer_fps, info.fps)
     start_f, end_f = check_range(start, end)
     total = expected_samples(info, infer_fps, start_f, end_f)
+    k_first, k_stop = k_range
+    total = max(0, (total if k_stop is None else min(total, k_stop)) - k_first)
+    seek_to = float(sample_time(k_first, infer_fps, start_f))
     source_size = (info.width, info.height)
     sizes = sorted({run.model.image_size(source_size) for run in runs})
     result = VideoResult(predictions={run.key: [] for run in runs})
@@ -111,11 +119,11 @@ def run_video(
 
     def decode() -> None:
         try:
-            frames = iter_frames(info, start=float(start_f), threads=decode_threads, report=report)
+            frames = iter_frames(info, start=seek_to, threads=decode_threads, report=report)
             batch = _Batch([], [], [], {s: [] for s in sizes})
             last: tuple[int, dict[tuple[int, int], np.ndarray]] | None = None
             t0 = time.perf_counter()
-            for sample in sample_frames(frames, infer_fps, start=start_f, end=end_f):
+            for sample in sample_frames(frames, infer_fps, start=start_f, end=end_f, k_range=k_range):
                 if stop.is_set():
                     return
                 decoded = sample.frame
@@ -162,7 +170,7 @@ def run_video(
         thread.join(timeout=10)
 
     _check_all_failed(result, runs)
-    _note_lost_frames(info, report, result, start_f, end_f)
+    _note_lost_frames(info, report, result, whole_video=start_f == 0 and end_f is None and k_range == (0, None))
     wall = time.perf_counter() - started
     result.stats = {
         "samples": len(result.frame_offset),
@@ -252,10 +260,8 @@ def _check_all_failed(result: VideoResult, runs: Sequence[ModelRun]) -> None:
         )
 
 
-def _note_lost_frames(info: VideoInfo, report: DecodeReport, result: VideoResult,
-                      start: Fraction, end: Fraction | None) -> None:
+def _note_lost_frames(info: VideoInfo, report: DecodeReport, result: VideoResult, *, whole_video: bool) -> None:
     """Mark the result partial when frames that exist in the index could not be decoded."""
-    whole_video = start == 0 and end is None
     short = whole_video and report.frames_decoded < info.frame_count
     if report.errors or short:
         result.partial = True
