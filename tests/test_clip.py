@@ -344,6 +344,18 @@ def test_search_finds_the_blue_frames_of_a_video(clip: ClipModel, clip_dir: Path
     assert hit["frame_offset"] == 0 and hit["time_offset"] == 0.0 and hit["source"] == str(out)
 
 
+def test_cli_prompts_give_zero_shot_labels(clip_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    video = photos_video(tmp_path / "green.mp4", [colour_frame("green")], size=(320, 240), fps=2)
+    monkeypatch.setenv("VIDINFER_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("VIDINFER_CLIP_DIR", str(clip_dir))
+    out = tmp_path / "green.json"
+    main(["infer", str(video), "--model", "clip:prompts=a red apple|green grass", "--fps", "1", "-q",
+          "-o", str(out)])
+    (entry,) = json.loads(out.read_text())["clip"]
+    assert entry["top"] == "green grass" and [p["class"] for p in entry["predictions"]] == ["green grass",
+                                                                                            "a red apple"]
+
+
 def test_models_add_clip_folder_then_infer(clip_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("VIDINFER_DATA_DIR", str(tmp_path / "data"))

@@ -62,7 +62,7 @@ def _parse_model_option(value: str, defaults: dict[str, Any]) -> tuple[str, dict
 
 
 def _parse_value(key: str, raw: str) -> Any:
-    if key == "classes":
+    if key in ("classes", "prompts"):
         return [c for c in raw.split("|") if c]
     try:
         return json.loads(raw)
