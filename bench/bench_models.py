@@ -98,6 +98,18 @@ def timings(fn: Callable[[], Any], repeat: int) -> list[float]:
     return out
 
 
+def paired(a: Callable[[], Any], b: Callable[[], Any], repeat: int) -> tuple[list[float], list[float]]:
+    """Time ``a`` and ``b`` alternately, so that a change in the machine's load hits both alike."""
+    a(), b()
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(repeat):
+        for fn, out in ((a, times[0]), (b, times[1])):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+    return times
+
+
 def summary(seconds: Sequence[float], per: int = 1) -> dict[str, float]:
     ms = sorted(s * 1000 / per for s in seconds)
     return {"median": round(statistics.median(ms), 2), "p90": round(ms[int(0.9 * (len(ms) - 1))], 2),
@@ -142,10 +154,9 @@ def bench_ocr_extra(model: Model, repeat: int) -> dict[str, Any]:
         frame = scene(frame_size)
         size = model.image_size(frame_size)
         image = cv2.resize(frame, size, interpolation=cv2.INTER_LINEAR)
-        n = max(2, repeat // 3)
-        ours = timings(lambda: model.predict([image], frame_size, InferenceParams()), n)
         bgr = np.ascontiguousarray(frame[:, :, ::-1])
-        theirs = timings(lambda: baseline(bgr), n)
+        ours, theirs = paired(lambda: model.predict([image], frame_size, InferenceParams()),
+                              lambda: baseline(bgr), max(2, repeat // 3))
         text = list(model.predict([image], frame_size, InferenceParams())[0].text)
         out[f"{frame_size[0]}x{frame_size[1]}"] = {
             "read_at": list(size),

@@ -98,3 +98,8 @@ def test_ocr_finds_no_text_on_the_astronaut(ocr) -> None:  # noqa: ANN001
 ])
 def test_ocr_reading_size(source: tuple[int, int], expected: tuple[int, int]) -> None:
     assert ocr_size(source) == expected
+
+
+def test_ocr_states_its_licence_and_source(ocr) -> None:  # noqa: ANN001
+    assert ocr.info.task == "ocr" and ocr.info.classes == ("text",)
+    assert "Apache-2.0" in ocr.info.license and "PyPI rapidocr" in ocr.info.source

@@ -142,7 +142,12 @@ class ModelRegistry:
 
     # -- resolving and loading ----------------------------------------------------
     def resolve(self, spec: str) -> ModelEntry:
-        """A registered name, a built-in name, or a path to an ``.onnx`` file."""
+        """A built-in name, a registered name, or a path to an ``.onnx`` file.
+
+        ``clip`` is the one built-in name a registered entry (a CLIP export folder) may take over.
+        """
+        if spec in BUILTINS and spec != "clip":
+            return ModelEntry(spec, "builtin", spec)
         registered = self._read().get(spec)
         if registered:
             return ModelEntry(**registered)
