@@ -352,3 +352,14 @@ def test_sigkill_of_the_server_loses_no_job_and_keeps_finished_results(tmp_path:
         assert len(jobs) == 4 and all(j["status"] == 0 for j in jobs)
     finally:
         srv.stop()
+
+
+def test_workspace_names_that_are_api_paths_are_refused(tmp_path: Path) -> None:
+    from vidinfer.errors import InvalidInput
+    from vidinfer.jobs.store import JobStore
+
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+    for name in ("videoinfer", "health", "docs", "Upper", "a/b", ""):
+        with pytest.raises(InvalidInput):
+            store.create_key(name)
+    assert store.workspace_for_key(store.create_key("acme")) == "acme"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -274,6 +275,9 @@ def serve(obj: Context, host: str, port: int, workers: int | None) -> None:
         settings = settings.model_copy(update={"public_url": f"http://{shown}:{port}"})
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = JobStore(settings.database)
+    if settings.broker_url:
+        _serve_distributed(settings, store, host, port)
+        return
     requeued, failed = store.requeue_running(settings.max_attempts)
     if requeued or failed:
         click.echo(f"recovered jobs interrupted by the last stop: {requeued} requeued, {failed} failed", err=True)
@@ -285,6 +289,66 @@ def serve(obj: Context, host: str, port: int, workers: int | None) -> None:
         uvicorn.run(create_app(settings, store), host=host, port=port, log_level="warning")
     finally:
         pool.stop()
+
+
+def _serve_distributed(settings, store, host: str, port: int) -> None:  # noqa: ANN001
+    """The API alone: jobs go to `vidinfer worker` processes through the broker."""
+    import threading
+
+    import uvicorn
+
+    from vidinfer.api.app import create_app
+    from vidinfer.jobs.distributed import dispatch, make_celery, redispatch_stale
+
+    app = make_celery(settings)
+    stop = threading.Event()
+
+    def sweep() -> None:
+        while not stop.wait(15.0):
+            try:
+                redispatch_stale(app, store)
+            except Exception as exc:  # noqa: BLE001 - the broker may be restarting; try again later
+                logging.getLogger("vidinfer").warning("re-dispatching queued jobs failed: %s", exc)
+
+    threading.Thread(target=sweep, name="vidinfer-sweep", daemon=True).start()
+    click.echo(f"vidinfer {__version__} serving {settings.public_url} (distributed: broker "
+               f"{_redact(settings.broker_url)}, queue {settings.queue})", err=True)
+    try:
+        uvicorn.run(create_app(settings, store, dispatch=lambda job_id: dispatch(app, job_id)),
+                    host=host, port=port, log_level="warning")
+    finally:
+        stop.set()
+
+
+def _redact(url: str) -> str:
+    """A URL without its password, for logs."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@")
+    return url
+
+
+@cli.command()
+@click.option("-c", "--concurrency", default=1, show_default=True, type=click.IntRange(1, 256),
+              help="Worker processes on this machine (each runs one chunk at a time).")
+@click.option("--pool", type=click.Choice(["prefork", "solo"]), default="prefork", show_default=True,
+              help="solo: one process, no fork (one per GPU).")
+@click.pass_obj
+def worker(obj: Context, concurrency: int, pool: str) -> None:
+    """Run jobs from the broker (VIDINFER_BROKER_URL) on this machine: the distributed mode's workers."""
+    settings = obj.settings
+    if not settings.broker_url:
+        raise InvalidInput("vidinfer worker needs VIDINFER_BROKER_URL (e.g. amqp://guest:guest@host:5672//); "
+                           "without a broker, `vidinfer serve` runs its own workers")
+    from vidinfer.jobs.distributed import make_celery
+
+    app = make_celery(settings)
+    click.echo(f"vidinfer worker: {concurrency} x {pool} on queue {settings.queue} "
+               f"({_redact(settings.broker_url)})", err=True)
+    app.worker_main(["worker", f"--concurrency={concurrency}", f"--pool={pool}", "-Q", settings.queue,
+                     "--loglevel=INFO", "--without-gossip", "--without-mingle", "-n", f"vidinfer-{os.getpid()}@%h"])
 
 
 @cli.group()

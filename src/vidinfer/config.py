@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
     #: seconds of video per chunk when a job is split across workers (distributed mode)
     chunk_seconds: float = 120.0
+    #: the broker queue the API and workers share (deployments sharing a broker use different ones)
+    queue: str = "vidinfer"
 
     @property
     def registry_path(self) -> Path:

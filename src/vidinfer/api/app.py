@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -18,7 +19,7 @@ from vidinfer.errors import RateLimited, VidinferError
 from vidinfer.jobs.store import JobStore
 from vidinfer.models.registry import ModelRegistry
 from vidinfer.results_schema import results_schema
-from vidinfer.storage.local import LocalStore
+from vidinfer.storage import open_store
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +28,10 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
-def create_app(settings: Settings, store: JobStore | None = None) -> FastAPI:
-    """The API over the settings' job store and blob store (``settings.public_url`` must be set)."""
+def create_app(settings: Settings, store: JobStore | None = None,
+               dispatch: Callable[[str], None] | None = None) -> FastAPI:
+    """The API over the settings' job store and blob store (``settings.public_url`` must be set);
+    ``dispatch`` hands new jobs to the distributed engine (None: the embedded pool polls the store)."""
     app = FastAPI(
         title="vidinfer", version=__version__,
         description="Video inference with a Roboflow-compatible API. Every call takes `?api_key=`. "
@@ -37,9 +40,10 @@ def create_app(settings: Settings, store: JobStore | None = None) -> FastAPI:
     app.state.service = Service(
         settings=settings,
         store=store or JobStore(settings.database),
-        blobs=LocalStore(settings.data_dir / "blobs", settings.secret(), settings.public_url),
+        blobs=open_store(settings),
         registry=ModelRegistry(settings.registry_path),
         status_limiter=RateLimiter(settings.status_rate_per_minute),
+        dispatch=dispatch,
     )
 
     @app.exception_handler(VidinferError)

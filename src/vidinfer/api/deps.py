@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -12,7 +13,7 @@ from vidinfer.config import Settings
 from vidinfer.errors import Unauthorized
 from vidinfer.jobs.store import JobStore
 from vidinfer.models.registry import ModelRegistry
-from vidinfer.storage.local import LocalStore
+from vidinfer.storage.base import BlobStore
 
 
 @dataclass
@@ -21,9 +22,11 @@ class Service:
 
     settings: Settings
     store: JobStore
-    blobs: LocalStore
+    blobs: BlobStore
     registry: ModelRegistry
     status_limiter: RateLimiter
+    #: hands a new job to the distributed engine; None in the embedded mode (the pool polls the store)
+    dispatch: Callable[[str], None] | None = None
 
 
 def get_service(request: Request) -> Service:

@@ -24,7 +24,7 @@ from vidinfer.jobs.requests import check_own_upload, model_requests, model_spec,
 from vidinfer.jobs.view import status_body
 from vidinfer.models.base import InferenceParams
 from vidinfer.models.registry import BUILTINS
-from vidinfer.storage.base import safe_name
+from vidinfer.storage.base import parse_s3_url, safe_name
 
 router = APIRouter(tags=["video inference"])
 ERRORS = {400: {"model": ErrorOut}, 401: {"model": ErrorOut}, 404: {"model": ErrorOut}, 422: {"model": ErrorOut},
@@ -78,6 +78,8 @@ def submit(service: ServiceDep, caller: CallerDep, body: VideoInferIn,
         caller.workspace, input_url=body.input_url, infer_fps=f"{fps.numerator}/{fps.denominator}", models=models,
         notify_url=body.notify_url, idempotency_key=idempotency_key,
     )
+    if created and service.dispatch is not None:
+        service.dispatch(job.id)
     message = "job queued" if created else "an earlier submission with this Idempotency-Key"
     return VideoInferOut(job_id=job.id, message=message)
 
@@ -90,6 +92,13 @@ def _check_input_url(service: ServiceDep, workspace: str, url: str, policy: UrlP
             raise InvalidInput("nothing was uploaded to this URL yet: PUT the video to it first",
                                code="upload_missing")
         return
+    scheme = url.partition("://")[0].lower()
+    if scheme == "s3":  # read by the workers with the configured S3 endpoint and credentials
+        parse_s3_url(url)
+        return
+    if scheme in ("gs", "az", "abfs", "abfss"):
+        raise InvalidInput(f"{scheme}:// input URLs are not supported: use s3:// (with the server's S3 settings) "
+                           "or an http(s) URL, e.g. a signed URL of the object", code="invalid_url")
     policy.check(url)  # refused addresses fail now; the worker checks every redirect again
 
 

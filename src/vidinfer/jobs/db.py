@@ -69,6 +69,24 @@ jobs = Table(
     UniqueConstraint("workspace", "idempotency_key", name="uq_jobs_idempotency"),
 )
 
+#: the chunks of a job split across workers (distributed mode): each chunk's own progress, so a
+#: redelivered chunk overwrites rather than adds, and the merge starts once every chunk is done
+job_chunks = Table(
+    "job_chunks", metadata,
+    Column("job_id", String(32), primary_key=True),
+    Column("idx", Integer, primary_key=True),
+    Column("k_first", Integer, nullable=False),
+    Column("k_stop", Integer, nullable=False),
+    Column("frames_done", Integer, nullable=False, default=0),
+    Column("done", Boolean, nullable=False, default=False),
+    Column("runs", Integer, nullable=False, default=0),  # deliveries that started it (at least once)
+    Column("stats", Text),
+)
+
+
+#: the execution option of the job store's read-only connections (SQLite: no write lock taken)
+READ_ONLY = "vidinfer_read_only"
+
 
 def make_engine(url: str) -> Engine:
     """An engine for ``url`` with the settings each backend needs; creates the tables."""
@@ -77,6 +95,8 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_begin_immediate)
     else:
+        if url.startswith(("postgresql://", "postgres://")):  # the driver vidinfer installs: psycopg 3
+            url = "postgresql+psycopg://" + url.split("://", 1)[1]
         engine = create_engine(url, pool_pre_ping=True)
     metadata.create_all(engine)
     return engine
@@ -91,4 +111,7 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
 
 
 def _sqlite_begin_immediate(conn: Any) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # A read (one SELECT, on a connection with READ_ONLY) sees a WAL snapshot and needs no lock: with
+    # BEGIN IMMEDIATE every status poll would queue for the one write lock behind every other poll and write.
+    if not conn.get_execution_options().get(READ_ONLY):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")

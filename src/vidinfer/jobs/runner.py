@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vidinfer.config import Settings
-from vidinfer.core.pipeline import Progress, expected_samples
+from vidinfer.core.pipeline import ModelRun, Progress, expected_samples
+from vidinfer.core.video import VideoInfo
 from vidinfer.core.sampling import parse_fps
 from vidinfer.errors import InvalidInput, VidinferError
 from vidinfer.fetch import UrlPolicy, fetch_to_file
@@ -66,21 +67,25 @@ class Runner:
             self.store.finish(job, result_key(job), stats)
         notify.job_ended(self.store.get(job.id), self.settings, self.blobs)
 
-    def _execute(self, job: Job) -> dict:
+    def resolve(self, job: Job) -> list[ModelRun]:
+        """The job's models, loaded (once per process) with their params checked."""
         names = {e.name for e in self.registry.entries()}
         requests = [
             ModelRequest(m["model_id"], model_spec(names, set(BUILTINS), job.workspace, m["model_id"],
                                                    m["model_version"]), m["inference_params"])
             for m in job.models
         ]
-        runs = resolve_runs(self.registry, requests)
+        return resolve_runs(self.registry, requests)
+
+    def _execute(self, job: Job) -> dict:
+        runs = self.resolve(job)
         fps = parse_fps(job.infer_fps)
         with tempfile.TemporaryDirectory(prefix="vidinfer-job-") as tmp, self._input(job, Path(tmp)) as path:
             out = run_inference(
                 str(path), runs, fps,
                 batch_size=self.settings.batch_size, decode_threads=self.settings.decode_threads,
                 on_probe=lambda info: self.store.progress(job, 0, expected_samples(info, fps)),
-                on_progress=self._progress(job), should_cancel=self._cancelled(job),
+                on_progress=self._progress(job), should_cancel=self.cancel_check(job),
             )
         data = json.dumps(out.results_json, separators=(",", ":")).encode()
         self.blobs.put_bytes(result_key(job), data)
@@ -88,15 +93,26 @@ class Runner:
         return {
             "frames": len(result), "null_frames": result.failed_frames, "partial": result.partial,
             "warnings": result.warnings[:20], "wall_seconds": result.stats.get("wall_seconds"),
-            "video": {"width": out.info.width, "height": out.info.height, "fps": float(out.info.fps),
-                      "duration": float(out.info.duration) if out.info.duration is not None else None},
+            "video": self.video_stats(out.info),
         }
+
+    @staticmethod
+    def video_stats(info: VideoInfo) -> dict:
+        return {"width": info.width, "height": info.height, "fps": float(info.fps),
+                "duration": float(info.duration) if info.duration is not None else None}
 
     @contextmanager
     def _input(self, job: Job, tmp: Path) -> Iterator[Path]:
         key = self.blobs.key_from_url(job.input_url)
+        limit = self.settings.max_upload_bytes  # presigned S3 PUTs cannot enforce it: refused here
         if key is not None:
-            with self.blobs.local_copy(check_own_upload(key, job.workspace)) as path:
+            with self.blobs.local_copy(check_own_upload(key, job.workspace), max_bytes=limit) as path:
+                yield path
+            return
+        if job.input_url[:5].lower() == "s3://":
+            from vidinfer.storage.s3 import s3_url_copy
+
+            with s3_url_copy(job.input_url, self.settings, max_bytes=limit) as path:
                 yield path
             return
         if job.input_url.lower().startswith(("http://", "https://")):
@@ -116,7 +132,8 @@ class Runner:
 
         return report
 
-    def _cancelled(self, job: Job) -> Callable[[], bool]:
+    def cancel_check(self, job: Job) -> Callable[[], bool]:
+        """Polled between batches: True once the job is cancelled (read at most once a second)."""
         last = [time.monotonic()]
 
         def check() -> bool:

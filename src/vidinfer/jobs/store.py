@@ -18,15 +18,18 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from vidinfer.errors import InvalidInput, NotFound
-from vidinfer.jobs.db import api_keys, jobs, make_engine, workspaces
+from vidinfer.jobs.db import READ_ONLY, api_keys, job_chunks, jobs, make_engine, workspaces
 from vidinfer.jobs.states import JobState
 
 _WORKSPACE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+#: names the API's own paths take: a workspace so named would be shadowed in the SDK's GET /<workspace>
+RESERVED_WORKSPACES = frozenset({"videoinfer", "videoinfers", "video_upload_signed_url", "health", "docs", "redoc",
+                                 "openapi.json", "blobs", "results.schema.json", "static", "ui", "api"})
 KEY_PREFIX = "vi_"
 
 
@@ -94,6 +97,7 @@ class JobStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine: Engine = make_engine(url)
+        self._reads: Engine = self.engine.execution_options(**{READ_ONLY: True})  # single-SELECT reads only
 
     def close(self) -> None:
         self.engine.dispose()
@@ -101,6 +105,9 @@ class JobStore:
     # -- workspaces and keys ----------------------------------------------------------
     def create_key(self, workspace: str) -> str:
         """A new API key for ``workspace`` (created if new); only its hash is kept."""
+        if workspace in RESERVED_WORKSPACES:
+            raise InvalidInput(f"{workspace!r} is one of the API's own paths; choose another workspace name",
+                               code="invalid_workspace")
         if not _WORKSPACE.match(workspace):
             raise InvalidInput(f"invalid workspace name {workspace!r}: use lowercase letters, digits, '-' and '_'",
                                code="invalid_workspace")
@@ -116,7 +123,7 @@ class JobStore:
     def workspace_for_key(self, key: str) -> str | None:
         """The workspace a key belongs to, or None for an unknown or revoked key."""
         digest = hash_key(key)
-        with self.engine.connect() as conn:
+        with self._reads.connect() as conn:
             row = conn.execute(select(api_keys.c.key_hash, api_keys.c.workspace, api_keys.c.revoked)
                                .where(api_keys.c.key_hash == digest)).first()
         if row is None or row.revoked or not hmac.compare_digest(row.key_hash, digest):
@@ -124,7 +131,7 @@ class JobStore:
         return row.workspace
 
     def list_keys(self) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
+        with self._reads.connect() as conn:
             rows = conn.execute(select(api_keys.c.workspace, api_keys.c.prefix, api_keys.c.created_at,
                                        api_keys.c.revoked).order_by(api_keys.c.created_at)).all()
         return [dict(r._mapping) for r in rows]
@@ -159,7 +166,7 @@ class JobStore:
         return self.get(job_id), True
 
     def _by_idempotency_key(self, workspace: str, key: str) -> Job | None:
-        with self.engine.connect() as conn:
+        with self._reads.connect() as conn:
             row = conn.execute(select(jobs).where(jobs.c.workspace == workspace,
                                                   jobs.c.idempotency_key == key)).first()
         return Job.from_row(row) if row else None
@@ -169,7 +176,7 @@ class JobStore:
         query = select(jobs).where(jobs.c.id == job_id)
         if workspace is not None:
             query = query.where(jobs.c.workspace == workspace)
-        with self.engine.connect() as conn:
+        with self._reads.connect() as conn:
             row = conn.execute(query).first()
         if row is None:
             raise NotFound("no such job in this workspace", code="job_not_found")
@@ -179,12 +186,17 @@ class JobStore:
         query = select(jobs).where(jobs.c.workspace == workspace)
         if state is not None:
             query = query.where(jobs.c.state == state.value)
-        with self.engine.connect() as conn:
+        with self._reads.connect() as conn:
             rows = conn.execute(query.order_by(jobs.c.created_at.desc()).limit(limit)).all()
         return [Job.from_row(r) for r in rows]
 
+    def queued_before(self, before: float, limit: int = 1000) -> list[str]:
+        with self._reads.connect() as conn:
+            return list(conn.execute(select(jobs.c.id).where(jobs.c.state == JobState.QUEUED.value,
+                                                             jobs.c.updated_at < before).limit(limit)).scalars())
+
     def counts(self) -> dict[str, int]:
-        with self.engine.connect() as conn:
+        with self._reads.connect() as conn:
             rows = conn.execute(select(jobs.c.state, func.count()).group_by(jobs.c.state)).all()
         return {state: n for state, n in rows}
 
@@ -192,7 +204,7 @@ class JobStore:
     def claim(self, worker: str) -> Job | None:
         """Take the oldest queued job for ``worker``; None when there is none."""
         for _ in range(8):
-            with self.engine.connect() as conn:
+            with self._reads.connect() as conn:
                 row = conn.execute(select(jobs.c.id).where(jobs.c.state == JobState.QUEUED.value)
                                    .order_by(jobs.c.created_at).limit(1)).first()
             if row is None:
@@ -230,7 +242,7 @@ class JobStore:
                                     error_message=message[:2000], finished_at=time.time())
 
     def cancel_requested(self, job_id: str) -> bool:
-        with self.engine.connect() as conn:
+        with self._reads.connect() as conn:
             return bool(conn.execute(select(jobs.c.cancel_requested).where(jobs.c.id == job_id)).scalar())
 
     def cancel(self, job_id: str, workspace: str) -> Job:
@@ -244,6 +256,63 @@ class JobStore:
             conn.execute(update(jobs).where(jobs.c.id == job.id, jobs.c.state == JobState.RUNNING.value)
                          .values(cancel_requested=True, updated_at=now))
         return self.get(job.id)
+
+    # -- chunks (distributed mode) -------------------------------------------------------
+    def claim_id(self, job_id: str, worker: str) -> Job | None:
+        """Take this queued job (a planner's claim); None if it is no longer queued."""
+        now = time.time()
+        with self.engine.begin() as conn:
+            taken = conn.execute(
+                update(jobs).where(jobs.c.id == job_id, jobs.c.state == JobState.QUEUED.value)
+                .values(state=JobState.RUNNING.value, attempts=jobs.c.attempts + 1, worker=worker,
+                        started_at=now, updated_at=now, frames_done=0)
+            ).rowcount
+        return self.get(job_id) if taken else None
+
+    def set_chunks(self, job: Job, chunks: list[tuple[int, int]], frames_total: int) -> bool:
+        """Record the plan: one row per chunk ``(k_first, k_stop)``; replaces an earlier plan."""
+        with self.engine.begin() as conn:
+            ok = conn.execute(update(jobs).where(jobs.c.id == job.id, jobs.c.state == JobState.RUNNING.value,
+                                                 jobs.c.attempts == job.attempts)
+                              .values(frames_total=frames_total, frames_done=0, updated_at=time.time())).rowcount
+            if not ok:
+                return False
+            conn.execute(delete(job_chunks).where(job_chunks.c.job_id == job.id))
+            if chunks:
+                conn.execute(insert(job_chunks), [
+                    {"job_id": job.id, "idx": i, "k_first": a, "k_stop": b, "frames_done": 0, "done": False,
+                     "runs": 0} for i, (a, b) in enumerate(chunks)])
+        return True
+
+    def chunks(self, job_id: str) -> list[dict[str, Any]]:
+        with self._reads.connect() as conn:
+            rows = conn.execute(select(job_chunks).where(job_chunks.c.job_id == job_id)
+                                .order_by(job_chunks.c.idx)).all()
+        return [{**r._mapping, "stats": json.loads(r.stats) if r.stats else {}} for r in rows]
+
+    def chunk_started(self, job_id: str, idx: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(job_chunks).where(job_chunks.c.job_id == job_id, job_chunks.c.idx == idx)
+                         .values(runs=job_chunks.c.runs + 1, frames_done=0))
+
+    def chunk_progress(self, job_id: str, idx: int, frames_done: int, *, done: bool = False,
+                       stats: dict[str, Any] | None = None) -> bool:
+        """Set one chunk's progress (and the job's sum); True when this made every chunk done."""
+        values: dict[str, Any] = {"frames_done": frames_done}
+        if done:
+            values.update(done=True, stats=json.dumps(stats or {}))
+        total = select(func.coalesce(func.sum(job_chunks.c.frames_done), 0)).where(
+            job_chunks.c.job_id == job_id).scalar_subquery()
+        with self.engine.begin() as conn:
+            conn.execute(update(job_chunks).where(job_chunks.c.job_id == job_id, job_chunks.c.idx == idx,
+                                                  job_chunks.c.done.is_(False)).values(**values))
+            conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.state == JobState.RUNNING.value)
+                         .values(frames_done=total, updated_at=time.time()))
+            if not done:
+                return False
+            left = conn.execute(select(func.count()).select_from(job_chunks).where(
+                job_chunks.c.job_id == job_id, job_chunks.c.done.is_(False))).scalar()
+        return left == 0
 
     # -- recovery -----------------------------------------------------------------------
     def requeue_running(self, max_attempts: int, worker: str | None = None) -> tuple[int, int]:

@@ -1,0 +1,224 @@
+"""The distributed engine: Celery over RabbitMQ, job state in the job store.
+
+A submitted job becomes a ``plan`` task: it claims the job, makes its input
+readable by every worker (an upload is already in the blob store; a fetched URL
+is put there), probes it and splits it into chunks of samples, one ``chunk`` task
+each. Every chunk writes its results to a deterministic key and marks itself done
+in the store; whichever chunk completes the set merges them into the results file.
+
+Delivery is at least once (``acks_late`` with ``reject_on_worker_lost``: a killed
+worker's task goes back to the queue), so every step is idempotent: a planner
+finds the job already claimed, a redelivered chunk overwrites its own output and
+progress, and a second merge writes the same file and finds the job already done.
+Cancelling sets a flag that chunks read between batches. Celery's result backend
+is not used: the API reads the job store.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from celery import Celery
+
+from vidinfer.config import Settings
+from vidinfer.core.chunks import merge_results, plan_chunks
+from vidinfer.core.pipeline import expected_samples
+from vidinfer.core.sampling import check_infer_fps, parse_fps
+from vidinfer.core.video import probe
+from vidinfer.errors import Cancelled, VidinferError
+from vidinfer.inference import run_inference
+from vidinfer.jobs import notify
+from vidinfer.jobs.runner import Runner, result_key
+from vidinfer.jobs.states import JobState, failure_kind
+from vidinfer.jobs.store import Job, JobStore
+
+log = logging.getLogger(__name__)
+
+PLAN = "vidinfer.plan"
+CHUNK = "vidinfer.chunk"
+
+
+def make_celery(settings: Settings) -> Celery:
+    """The Celery app for ``settings``: the same in the API (to send) and in workers (to run)."""
+    app = Celery("vidinfer", broker=settings.broker_url, set_as_current=False)
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        task_default_queue=settings.queue,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+    )
+    app.conf.task_routes = {PLAN: {"queue": settings.queue}, CHUNK: {"queue": settings.queue}}
+    engine = _Engine(settings)
+
+    @app.task(name=PLAN)
+    def plan(job_id: str) -> None:
+        engine.plan(app, job_id)
+
+    @app.task(name=CHUNK)
+    def chunk(job_id: str, idx: int) -> None:
+        engine.chunk(job_id, idx)
+
+    return app
+
+
+def dispatch(app: Celery, job_id: str) -> None:
+    """Hand a queued job to the workers."""
+    app.send_task(PLAN, args=[job_id])
+
+
+def redispatch_stale(app: Celery, store: JobStore, older_than: float = 30.0) -> int:
+    """Dispatch again jobs still queued after ``older_than`` seconds (the API may have died between
+    saving a job and sending it; a duplicate plan finds the job claimed and does nothing)."""
+    ids = store.queued_before(time.time() - older_than)
+    for job_id in ids:
+        dispatch(app, job_id)
+    return len(ids)
+
+
+def input_key(job: Job) -> str:
+    return f"inputs/{job.workspace}/{job.id}/input"
+
+
+def chunk_key(job: Job, idx: int) -> str:
+    return f"chunks/{job.workspace}/{job.id}/{idx}.json"
+
+
+class _Engine:
+    """Per worker process: the runner's parts, built on first use (after the fork)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._runner: Runner | None = None
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+
+    @property
+    def runner(self) -> Runner:
+        if self._runner is None or self._runner_pid != os.getpid():
+            from vidinfer.jobs.store import JobStore
+            from vidinfer.models.registry import ModelRegistry
+            from vidinfer.storage import open_store
+
+            self._runner = Runner(self.settings, JobStore(self.settings.database), open_store(self.settings),
+                                  ModelRegistry.from_settings(self.settings))
+            self._runner_pid = os.getpid()
+            self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        return self._runner
+
+    _runner_pid = -1
+
+    # -- plan ---------------------------------------------------------------------------
+    def plan(self, app: Celery, job_id: str) -> None:
+        store = self.runner.store
+        job = store.claim_id(job_id, self.worker)
+        if job is None:
+            current = store.get(job_id)
+            if current.state is not JobState.RUNNING or store.chunks(job_id):
+                return  # finished, cancelled, or planned already (a redelivered plan)
+            job = current  # the planner died between its claim and its plan: plan again
+        try:
+            self.runner.resolve(job)  # unknown models fail the job before any decoding
+            with self._local_input(job) as path:
+                info = probe(str(path))
+            fps = parse_fps(job.infer_fps)
+            check_infer_fps(fps, info.fps)
+            total = expected_samples(info, fps)
+            chunks = plan_chunks(total, fps, self.settings.chunk_seconds)
+        except VidinferError as exc:
+            self._fail(job, exc)
+            return
+        if store.set_chunks(job, [(c.k_first, c.k_stop) for c in chunks], total):
+            for c in chunks:
+                app.send_task(CHUNK, args=[job.id, c.index])
+            log.info("job %s: %d samples in %d chunks", job.id, total, len(chunks))
+
+    # -- chunks -------------------------------------------------------------------------
+    def chunk(self, job_id: str, idx: int) -> None:
+        store = self.runner.store
+        job = store.get(job_id)
+        if job.state is not JobState.RUNNING:
+            return
+        row = next((c for c in store.chunks(job_id) if c["idx"] == idx), None)
+        if row is None:
+            return  # a chunk of an older plan
+        if row["done"]:
+            self._merge_if_complete(job)
+            return
+        if job.cancel_requested:
+            self._fail(job, Cancelled("the job was cancelled"))
+            return
+        store.chunk_started(job_id, idx)
+        try:
+            runs = self.runner.resolve(job)
+            with self._local_input(job) as path:
+                out = run_inference(
+                    str(path), runs, parse_fps(job.infer_fps),
+                    batch_size=self.settings.batch_size, decode_threads=self.settings.decode_threads,
+                    on_progress=lambda p: store.chunk_progress(job_id, idx, p.samples_done),
+                    should_cancel=self.runner.cancel_check(job), k_range=(row["k_first"], row["k_stop"]),
+                )
+        except VidinferError as exc:
+            self._fail(job, exc)
+            return
+        self.runner.blobs.put_bytes(chunk_key(job, idx), json.dumps(out.results_json, separators=(",", ":")).encode())
+        result = out.result
+        stats = {"frames": len(result), "null_frames": result.failed_frames, "partial": result.partial,
+                 "warnings": result.warnings[:5], "video": self.runner.video_stats(out.info)}
+        if store.chunk_progress(job_id, idx, len(result), done=True, stats=stats):
+            self._merge_if_complete(job)
+
+    def _merge_if_complete(self, job: Job) -> None:
+        store = self.runner.store
+        chunks = store.chunks(job.id)
+        if not chunks or not all(c["done"] for c in chunks):
+            return
+        parts = [json.loads(self.runner.blobs.get_bytes(chunk_key(job, c["idx"]))) for c in chunks]
+        merged = merge_results(parts)
+        self.runner.blobs.put_bytes(result_key(job), json.dumps(merged, separators=(",", ":")).encode())
+        stats = [c["stats"] for c in chunks]
+        summary = {
+            "frames": len(merged["frame_offset"]), "null_frames": sum(s.get("null_frames", 0) for s in stats),
+            "partial": any(s.get("partial") for s in stats),
+            "warnings": [w for s in stats for w in s.get("warnings", [])][:20],
+            "chunks": len(chunks), "chunk_runs": sum(c["runs"] for c in chunks), "video": stats[0].get("video"),
+        }
+        if store.finish(job, result_key(job), summary):
+            log.info("job %s: merged %d chunks", job.id, len(chunks))
+            notify.job_ended(store.get(job.id), self.settings, self.runner.blobs)
+
+    def _fail(self, job: Job, exc: VidinferError) -> None:
+        kind = failure_kind(exc)
+        if self.runner.store.fail(job, kind, exc.code, exc.message):
+            log.info("job %s %s: %s", job.id, kind, exc.message)
+            notify.job_ended(self.runner.store.get(job.id), self.settings, self.runner.blobs)
+
+    # -- input ----------------------------------------------------------------------------
+    @contextmanager
+    def _local_input(self, job: Job) -> Iterator[Path]:
+        """The job's input as a local file. An input from a URL is fetched once, by the planner,
+        and put in the blob store for every chunk's worker to read."""
+        blobs = self.runner.blobs
+        with tempfile.TemporaryDirectory(prefix="vidinfer-input-") as tmp:
+            if blobs.key_from_url(job.input_url) is not None:
+                with self.runner._input(job, Path(tmp)) as path:  # an upload: read in place
+                    yield path
+                return
+            key = input_key(job)
+            if not blobs.exists(key):
+                with self.runner._input(job, Path(tmp)) as fetched:
+                    blobs.put_file(key, fetched)
+            with blobs.local_copy(key) as path:
+                yield path
