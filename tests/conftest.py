@@ -11,6 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from seaweed import seaweed_s3  # noqa: E402,F401  (a session fixture: one S3 server per test run)
 from videos import make_video  # noqa: E402
 
 

@@ -1,4 +1,7 @@
-"""The local store's signed URLs: PUT an upload, GET a results file."""
+"""The local store's signed URLs: PUT an upload, GET a results file.
+
+With S3 storage these routes answer 404: clients use the S3 server's presigned URLs.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +11,25 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import FileResponse, JSONResponse
 
-from vidinfer.api.deps import ServiceDep
+from vidinfer.api.deps import Service, ServiceDep
 from vidinfer.errors import InvalidInput, NotFound, PayloadTooLarge
+from vidinfer.storage.local import LocalStore
 
 router = APIRouter(tags=["signed URLs"])
+
+
+def _local(service: Service) -> LocalStore:
+    if not isinstance(service.blobs, LocalStore):
+        raise NotFound("this server keeps blobs in object storage: use the presigned URLs it hands out",
+                       code="not_found")
+    return service.blobs
 
 
 @router.put("/blobs/{key:path}")
 async def put_blob(key: str, request: Request, service: ServiceDep,
                    content_length: Annotated[int | None, Header()] = None) -> JSONResponse:
     """Upload to a URL from ``/video_upload_signed_url``: streamed to disk, never held in memory."""
-    blobs = service.blobs
+    blobs = _local(service)
     blobs.verify("PUT", key, request.query_params)
     limit = service.settings.max_upload_bytes
     if content_length is not None and content_length > limit:
@@ -44,8 +55,9 @@ async def put_blob(key: str, request: Request, service: ServiceDep,
 @router.get("/blobs/{key:path}")
 def get_blob(key: str, request: Request, service: ServiceDep) -> FileResponse:
     """Download with a signed URL (the results file from ``output_signed_url``)."""
-    service.blobs.verify("GET", key, request.query_params)
-    path = service.blobs.path(key)
+    blobs = _local(service)
+    blobs.verify("GET", key, request.query_params)
+    path = blobs.path(key)
     if not path.is_file():
         raise NotFound("no such object", code="object_not_found")
     media = "application/json" if key.endswith(".json") else "application/octet-stream"

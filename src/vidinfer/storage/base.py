@@ -16,6 +16,7 @@ from typing import Protocol
 from vidinfer.errors import InvalidInput
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$")
 
 
 def safe_name(file_name: str, default: str = "video") -> str:
@@ -31,6 +32,21 @@ def check_key(key: str) -> str:
     if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\\" in key:
         raise InvalidInput(f"invalid object key {key[:200]!r}", code="invalid_key")
     return key
+
+
+def parse_s3_url(url: str, *, allow_empty_key: bool = False) -> tuple[str, str]:
+    """``s3://BUCKET/KEY`` as ``(bucket, key)``; the key is checked like a store key (no ``..``, no ``//``)."""
+    if url[:5].lower() != "s3://":
+        raise InvalidInput(f"not an s3:// URL: {url[:200]!r}", code="invalid_url")
+    bucket, _, key = url[5:].partition("/")
+    if not _BUCKET.match(bucket):
+        raise InvalidInput(f"invalid bucket name in {url[:200]!r}", code="invalid_url")
+    if "?" in key or "#" in key:
+        raise InvalidInput(f"an s3:// URL takes no query or fragment: {url[:200]!r}", code="invalid_url")
+    key = key.strip("/") if allow_empty_key else key
+    if key or not allow_empty_key:
+        check_key(key)
+    return bucket, key
 
 
 class BlobStore(Protocol):
@@ -54,8 +70,11 @@ class BlobStore(Protocol):
 
     def get_bytes(self, key: str) -> bytes: ...
 
-    def local_copy(self, key: str) -> AbstractContextManager[Path]:
-        """A local file holding the object, for as long as the context lasts."""
+    def local_copy(self, key: str, max_bytes: int | None = None) -> AbstractContextManager[Path]:
+        """A local file holding the object, for as long as the context lasts.
+
+        Raises ``PayloadTooLarge`` (before copying anything) when the object is over ``max_bytes``.
+        """
         ...
 
     def delete(self, key: str) -> None: ...

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
-from vidinfer.errors import Forbidden, NotFound, StorageError
+from vidinfer.errors import Forbidden, NotFound, PayloadTooLarge, StorageError
 from vidinfer.storage.base import check_key
 
 URL_PREFIX = "/blobs/"
@@ -113,10 +113,13 @@ class LocalStore:
             raise NotFound(f"no object {key}", code="object_not_found") from None
 
     @contextmanager
-    def local_copy(self, key: str) -> Iterator[Path]:
+    def local_copy(self, key: str, max_bytes: int | None = None) -> Iterator[Path]:
         path = self.path(key)
         if not path.is_file():
             raise NotFound(f"no object {key}", code="object_not_found")
+        if max_bytes is not None and (size := path.stat().st_size) > max_bytes:
+            raise PayloadTooLarge(f"the object {key} is {size} bytes; the limit is {max_bytes}",
+                                  code="input_too_large")
         yield path
 
     def delete(self, key: str) -> None:
