@@ -1,0 +1,92 @@
+"""The job store under concurrency, on SQLite (embedded) and PostgreSQL (distributed)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from seaweed import missing_service
+
+from vidinfer.jobs.states import JobState
+from vidinfer.jobs.store import JobStore
+
+PG_ADMIN = "postgresql://root@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'jobs.db'}"
+        return
+    try:
+        socket.create_connection(("127.0.0.1", 5432), timeout=1).close()
+    except OSError:
+        missing_service("PostgreSQL is not running on 127.0.0.1:5432")
+    import psycopg
+
+    name = f"vidinfer_store_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield f"postgresql://root@127.0.0.1:5432/{name}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def _drain(url: str, worker: str, out: multiprocessing.Queue) -> None:
+    store = JobStore(url)
+    claimed = []
+    while (job := store.claim(worker)) is not None:
+        store.progress(job, 1, 2)
+        assert store.finish(job, f"results/{job.id}.json", {"frames": 2})
+        claimed.append(job.id)
+    out.put(claimed)
+
+
+def test_concurrent_workers_claim_each_job_exactly_once(url: str) -> None:
+    store = JobStore(url)
+    ids = {store.create("acme", input_url="http://x/v.mp4", infer_fps="5/1", models=[])[0].id for _ in range(60)}
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_drain, args=(url, f"w{i}", out)) for i in range(4)]
+    for p in procs:
+        p.start()
+    claimed = [job_id for _ in procs for job_id in out.get(timeout=120)]
+    for p in procs:
+        p.join(30)
+        assert p.exitcode == 0
+    assert sorted(claimed) == sorted(ids)  # none twice, none lost
+    jobs = store.list("acme", limit=100)
+    assert all(j.state is JobState.DONE and j.attempts == 1 and j.frames_done == 2 for j in jobs)
+
+
+def test_a_worker_presumed_dead_cannot_overwrite_its_successor(url: str) -> None:
+    store = JobStore(url)
+    job, created = store.create("acme", input_url="http://x/v.mp4", infer_fps="5/1", models=[],
+                                idempotency_key="k1")
+    assert created and store.create("acme", input_url="http://x/v.mp4", infer_fps="5/1", models=[],
+                                    idempotency_key="k1") == (job, False)
+    old = store.claim("w-old")
+    assert store.requeue_running(max_attempts=3) == (1, 0)
+    new = store.claim("w-new")
+    assert new is not None and new.attempts == 2
+    assert not store.finish(old, "results/old.json", {"frames": 1})  # the old attempt's write is refused
+    assert not store.fail(old, "internal_error", "x", "late failure")
+    assert store.finish(new, "results/new.json", {"frames": 3})
+    final = store.get(job.id, "acme")
+    assert final.state is JobState.DONE and final.result_key == "results/new.json"
+    with pytest.raises(Exception, match="no such job"):
+        store.get(job.id, "rival")
+
+
+def test_a_job_whose_worker_keeps_dying_fails_with_a_reason(url: str) -> None:
+    store = JobStore(url)
+    job = store.create("acme", input_url="http://x/v.mp4", infer_fps="5/1", models=[])[0]
+    for _ in range(2):
+        assert store.claim("w") is not None
+        store.requeue_running(max_attempts=2)
+    final = store.get(job.id)
+    assert final.state is JobState.FAILED and final.failure == "worker_lost" and "2 times" in final.error_message
