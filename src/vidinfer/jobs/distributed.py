@@ -213,12 +213,12 @@ class _Engine:
         blobs = self.runner.blobs
         with tempfile.TemporaryDirectory(prefix="vidinfer-input-") as tmp:
             if blobs.key_from_url(job.input_url) is not None:
-                with self.runner._input(job, Path(tmp)) as path:  # an upload: read in place
+                with self.runner.input_file(job, Path(tmp)) as path:  # an upload: read in place
                     yield path
                 return
             key = input_key(job)
             if not blobs.exists(key):
-                with self.runner._input(job, Path(tmp)) as fetched:
+                with self.runner.input_file(job, Path(tmp)) as fetched:
                     blobs.put_file(key, fetched)
             with blobs.local_copy(key) as path:
                 yield path

@@ -80,7 +80,7 @@ class Runner:
     def _execute(self, job: Job) -> dict:
         runs = self.resolve(job)
         fps = parse_fps(job.infer_fps)
-        with tempfile.TemporaryDirectory(prefix="vidinfer-job-") as tmp, self._input(job, Path(tmp)) as path:
+        with tempfile.TemporaryDirectory(prefix="vidinfer-job-") as tmp, self.input_file(job, Path(tmp)) as path:
             out = run_inference(
                 str(path), runs, fps,
                 batch_size=self.settings.batch_size, decode_threads=self.settings.decode_threads,
@@ -102,7 +102,9 @@ class Runner:
                 "duration": float(info.duration) if info.duration is not None else None}
 
     @contextmanager
-    def _input(self, job: Job, tmp: Path) -> Iterator[Path]:
+    def input_file(self, job: Job, tmp: Path) -> Iterator[Path]:
+        """The job's input as a local file: an upload of its own workspace, an s3:// object, or an
+        http(s) URL fetched into ``tmp`` (with the address checks of ``VIDINFER_URL_ALLOWLIST``)."""
         key = self.blobs.key_from_url(job.input_url)
         limit = self.settings.max_upload_bytes  # presigned S3 PUTs cannot enforce it: refused here
         if key is not None:
