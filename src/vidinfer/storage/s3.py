@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
@@ -85,25 +86,28 @@ class S3Store:
         # for the roboflow SDK, which parses "&X-Goog-Expires=" out of the URL; never sent (a fragment)
         return f"{url}#X-Goog-Date={int(time.time())}&X-Goog-Expires={ttl}"
 
+    @cached_property
+    def _url_base(self) -> tuple[str, str, str]:
+        """(scheme, host, path before the key) of this store's signed URLs, read off one it signs."""
+        parts = urlsplit(self.sign_url("GET", "k", 60))
+        return parts.scheme.lower(), parts.netloc.lower(), parts.path[:-1]
+
     def key_from_url(self, url: str) -> str | None:
         """The key of a URL this store presigned, or of ``s3://BUCKET/PREFIX/KEY``; else None."""
         if url[:5].lower() == "s3://":
             bucket, path = parse_s3_url(url)
-        else:
-            parts, base = urlsplit(url), urlsplit(self.endpoint)
-            if (parts.scheme.lower(), parts.netloc.lower()) != (base.scheme.lower(), base.netloc.lower()):
+            if bucket != self.bucket:
                 return None
-            head = f"{base.path.rstrip('/')}/{self.bucket}/"
-            if not parts.path.startswith(head):
+            if not self.prefix:
+                return check_key(path)
+            if not path.startswith(self.prefix + "/"):
                 return None
-            bucket, path = self.bucket, unquote(parts.path[len(head):])
-        if bucket != self.bucket:
+            return check_key(path[len(self.prefix) + 1:])
+        parts = urlsplit(url)
+        scheme, host, head = self._url_base
+        if (parts.scheme.lower(), parts.netloc.lower()) != (scheme, host) or not parts.path.startswith(head):
             return None
-        if not self.prefix:
-            return check_key(path)
-        if not path.startswith(self.prefix + "/"):
-            return None
-        return check_key(path[len(self.prefix) + 1:])
+        return check_key(unquote(parts.path[len(head):]))
 
     # -- objects ------------------------------------------------------------------
     @contextmanager
