@@ -3,6 +3,7 @@
 A 1080p30 H.264 clip like PERFORMANCE.md's (a moving test pattern plus noise,
 ~8 Mb/s, GOP 250), and longer versions made by remuxing the same packets with
 shifted timestamps, so a 10-minute video costs seconds, not an encode.
+``small_clip`` is a 2 s 160x120 clip for the API benchmark's many cheap jobs.
 """
 
 from __future__ import annotations
@@ -81,6 +82,33 @@ def repeated(source: Path, times: int) -> Path:
                         out.mux(packet)
                     if span is None:
                         span = last
+    tmp.rename(path)
+    return path
+
+
+def small_clip(seconds: int = 2, size: tuple[int, int] = (160, 120), fps: int = 30) -> Path:
+    """A short, small H.264 clip (default 2 s 160x120 at 30 fps, cached): cheap jobs for the API benchmark."""
+    w, h = size
+    path = CACHE / f"small_{w}x{h}_{seconds}s.mp4"
+    if path.exists():
+        return path
+    CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.mp4")
+    x = np.arange(w, dtype=np.int32)
+    with av.open(str(tmp), "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for i in range(fps * seconds):
+            shifted = (x + 4 * i) % w
+            bars = np.stack([shifted * 255 // w, (w - shifted) * 255 // w, (shifted * 3) % 256], axis=-1)
+            frame = np.broadcast_to(bars[None].astype(np.uint8), (h, w, 3)).copy()
+            bx, by = (5 * i) % (w - 40), (3 * i) % (h - 40)
+            frame[by: by + 40, bx: bx + 40] = (255, 255, 255)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
     tmp.rename(path)
     return path
 
