@@ -206,7 +206,8 @@ def test_jobs_over_the_video_fps_or_on_a_non_video_fail_with_a_code_and_the_next
     junk.write_text("these are not the frames you are looking for\n" * 100)
     failed = server.wait(key, server.submit(key, server.upload(key, junk)).json()["job_id"])
     assert failed["status"] == 4 and failed["state"] == "failed"
-    assert failed["error"]["message"]
+    assert failed["error"]["message"].startswith("notes.mp4 is not a readable video")
+    assert str(server.data_dir) not in failed["error"]["message"]  # never the server's own paths
 
     ok = server.wait(key, server.submit(key, server.upload(key, clip)).json()["job_id"])
     assert ok["status"] == 0

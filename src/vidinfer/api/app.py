@@ -11,7 +11,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vidinfer import __version__
-from vidinfer.api import routes_blobs, routes_compat, routes_video
+from vidinfer.api import routes_blobs, routes_compat, routes_ui, routes_video
+from vidinfer.api import routes_render
 from vidinfer.api.deps import Service
 from vidinfer.api.ratelimit import RateLimiter
 from vidinfer.config import Settings
@@ -81,7 +82,10 @@ def create_app(settings: Settings, store: JobStore | None = None,
         """The JSON Schema of the results file behind ``output_signed_url``."""
         return results_schema()
 
+    app.include_router(routes_ui.router)
+    app.mount("/ui", routes_ui.static_files(), name="ui")
     app.include_router(routes_video.router)
     app.include_router(routes_blobs.router)
+    app.include_router(routes_render.router)  # POST/GET /videoinfer/render: renders of finished jobs
     app.include_router(routes_compat.router)  # last: its /{workspace} paths would shadow the others
     return app

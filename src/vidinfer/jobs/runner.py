@@ -15,11 +15,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from vidinfer.config import Settings
 from vidinfer.core.pipeline import ModelRun, Progress, expected_samples
 from vidinfer.core.video import VideoInfo
 from vidinfer.core.sampling import parse_fps
+from vidinfer.core.tracking import AnalysisOptions, analyse
 from vidinfer.errors import InvalidInput, VidinferError
 from vidinfer.fetch import UrlPolicy, fetch_to_file
 from vidinfer.inference import ModelRequest, resolve_runs, run_inference
@@ -39,6 +41,12 @@ CANCEL_EVERY = 1.0
 
 def result_key(job: Job) -> str:
     return f"results/{job.workspace}/{job.id}.json"
+
+
+def analyse_results(job: Job, results: dict) -> dict:
+    """Tracking and counting, when the job asked for them, over the whole results (in place): after a
+    single pass, and after a distributed job's merge, so track ids run across chunk boundaries."""
+    return analyse(results, AnalysisOptions.from_dict(job.options), float(parse_fps(job.infer_fps)))
 
 
 @dataclass
@@ -87,7 +95,7 @@ class Runner:
                 on_probe=lambda info: self.store.progress(job, 0, expected_samples(info, fps)),
                 on_progress=self._progress(job), should_cancel=self.cancel_check(job),
             )
-        data = json.dumps(out.results_json, separators=(",", ":")).encode()
+        data = json.dumps(analyse_results(job, out.results_json), separators=(",", ":")).encode()
         self.blobs.put_bytes(result_key(job), data)
         result = out.result
         return {
@@ -104,7 +112,21 @@ class Runner:
     @contextmanager
     def input_file(self, job: Job, tmp: Path) -> Iterator[Path]:
         """The job's input as a local file: an upload of its own workspace, an s3:// object, or an
-        http(s) URL fetched into ``tmp`` (with the address checks of ``VIDINFER_URL_ALLOWLIST``)."""
+        http(s) URL fetched into ``tmp`` (with the address checks of ``VIDINFER_URL_ALLOWLIST``).
+
+        Errors raised while the file is in use name the input as the user knows it, never the
+        server's own path."""
+        with self._fetch_input(job, tmp) as path:
+            try:
+                yield path
+            except VidinferError as exc:
+                shown = Path(urlsplit(job.input_url).path).name or "the input"
+                exc.message = exc.message.replace(str(path), shown)
+                exc.args = (exc.message,)
+                raise
+
+    @contextmanager
+    def _fetch_input(self, job: Job, tmp: Path) -> Iterator[Path]:
         key = self.blobs.key_from_url(job.input_url)
         limit = self.settings.max_upload_bytes  # presigned S3 PUTs cannot enforce it: refused here
         if key is not None:

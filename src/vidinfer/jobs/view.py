@@ -23,6 +23,10 @@ def status_body(job: Job, blobs: BlobStore, results_url_ttl: int) -> dict[str, A
         "finished_at": job.finished_at,
         "attempts": job.attempts,
     }
+    key = blobs.key_from_url(job.input_url)
+    # what a player can load: a signed GET of an upload, else the URL the job was given
+    body["video_url"] = blobs.sign_url("GET", key, results_url_ttl) if key else job.input_url
+    body["models"] = [m["model_id"] for m in job.models]
     if job.state is JobState.DONE and job.result_key:
         body["output_signed_url"] = blobs.sign_url("GET", job.result_key, results_url_ttl)
         body["null_frames"] = job.stats.get("null_frames", 0)

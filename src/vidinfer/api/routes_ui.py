@@ -1,0 +1,47 @@
+"""The web UI (static files at ``/`` and ``/ui/``) and the model list it offers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+from vidinfer.api.deps import CallerDep, ServiceDep
+from vidinfer.models.registry import BUILTINS
+
+UI_DIR = Path(__file__).parent / "ui"
+router = APIRouter()
+
+#: built-in name -> the inference_type requests use for it
+_BUILTIN_TASKS = {"coco": "object-detection", "imagenet": "classification", "pose": "keypoint-detection",
+                  "gaze": "gaze-detection", "ocr": "ocr", "clip": "clip-embed-image"}
+
+
+def static_files() -> StaticFiles:
+    return StaticFiles(directory=UI_DIR)
+
+
+@router.get("/", include_in_schema=False)
+def index() -> FileResponse:
+    return FileResponse(UI_DIR / "index.html", media_type="text/html")
+
+
+@router.get("/models", tags=["video inference"])
+def models(service: ServiceDep, caller: CallerDep) -> dict[str, list[dict[str, Any]]]:
+    """The models this workspace can name in a request: built-ins, its projects, and global names."""
+    out = []
+    for entry in service.registry.entries():
+        parts = entry.name.split("/")
+        if entry.kind == "builtin" and entry.name in BUILTINS:
+            out.append({"model_id": entry.name, "model_version": "1", "source": "built-in",
+                        "inference_type": _BUILTIN_TASKS.get(entry.name, "object-detection")})
+        elif len(parts) == 3 and parts[0] == caller.workspace:
+            out.append({"model_id": parts[1], "model_version": parts[2], "source": "workspace",
+                        "inference_type": entry.task or "object-detection"})
+        elif len(parts) == 1:
+            out.append({"model_id": entry.name, "model_version": "1", "source": "registered",
+                        "inference_type": entry.task or "object-detection"})
+    return {"models": out}
