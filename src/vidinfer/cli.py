@@ -90,13 +90,19 @@ def _results_key(spec: str) -> str:
 @click.option("--start", type=float, help="Start of the range to infer, in seconds.")
 @click.option("--end", type=float, help="End of the range to infer, in seconds.")
 @click.option("--batch-size", type=click.IntRange(1, 256), help="Frames per inference batch.")
+@click.option("--track", is_flag=True, help="Track detections (ByteTrack): a tracker_id each, and track summaries.")
+@click.option("--line", "lines", multiple=True, metavar="X1,Y1,X2,Y2",
+              help="Count crossings of this line (source pixels; repeatable). Implies --track.")
+@click.option("--zone", "zones", multiple=True, metavar="X1,Y1,X2,Y2,X3,Y3,...",
+              help="Count objects in this polygon and their dwell (repeatable). Implies --track.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.pass_obj
 def infer(obj: Context, video: str, models: Sequence[str], infer_fps: str, output: Path | None,
           conf: float | None, iou: float | None, start: float | None, end: float | None,
-          batch_size: int | None, quiet: bool) -> None:
+          batch_size: int | None, track: bool, lines: Sequence[str], zones: Sequence[str], quiet: bool) -> None:
     """Run models over VIDEO (a path or an http(s) URL) and write the results JSON."""
     from vidinfer.core.sampling import parse_fps
+    from vidinfer.core.tracking import AnalysisOptions, analyse
     from vidinfer.inference import ModelRequest, resolve_runs
 
     defaults: dict[str, Any] = {}
@@ -109,12 +115,14 @@ def infer(obj: Context, video: str, models: Sequence[str], infer_fps: str, outpu
         spec, params = _parse_model_option(value, defaults)
         requests.append(ModelRequest(_results_key(spec), spec, params))
     fps = parse_fps(infer_fps)
+    analysis = AnalysisOptions.parse("bytetrack" if track else None, lines, zones)
     runs = resolve_runs(obj.registry(), requests)
     with tempfile.TemporaryDirectory(prefix="vidinfer-") as tmp:
         path = _local_video(obj, video, Path(tmp), quiet)
         name = Path(video.split("?")[0]).stem or "video"
         output = output or Path(f"{name}.results.json")
         out = _run_with_progress(obj, path, runs, fps, start, end, batch_size, quiet)
+    analyse(out.results_json, analysis, float(fps))
     _write_json(output, out.results_json)
     _print_summary(out, output)
     for warning in out.result.warnings[:10]:
@@ -187,6 +195,12 @@ def _print_summary(out, output: Path) -> None:  # noqa: ANN001
     n = len(result)
     top = ", ".join(f"{c} {k}" for k, c in counts.most_common(8)) or "none"
     nulls = f", {result.failed_frames} null" if result.failed_frames else ""
+    tracks = out.results_json.get("tracks")
+    if tracks is not None:
+        top += f"; {sum(len(t) for t in tracks.values())} tracks"
+    for model_counts in (out.results_json.get("counts") or {}).values():
+        top += "".join(f"; {line['name']} in {line['total_in']} out {line['total_out']}"
+                       for line in model_counts["lines"])
     click.echo(f"{n} frames{nulls}; detections: {top}; {wall:.1f} s wall, "
                f"{n / wall if wall else 0:.1f} frames/s -> {output}")
 
@@ -254,6 +268,10 @@ def models_remove(obj: Context, name: str) -> None:
     click.echo(f"removed {name}")
 
 
+#: seconds an idle keep-alive connection stays open: longer than clients keep theirs (httpx: 5 s),
+#: so a client never sends a request on a connection the server is closing at that moment
+KEEP_ALIVE = 65
+
 # -- the service --------------------------------------------------------------------
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
@@ -286,7 +304,8 @@ def serve(obj: Context, host: str, port: int, workers: int | None) -> None:
     click.echo(f"vidinfer {__version__} serving {settings.public_url} (data: {settings.data_dir}, "
                f"workers: {pool.count})", err=True)
     try:
-        uvicorn.run(create_app(settings, store), host=host, port=port, log_level="warning")
+        uvicorn.run(create_app(settings, store), host=host, port=port, log_level="warning",
+                    timeout_keep_alive=KEEP_ALIVE)
     finally:
         pool.stop()
 
@@ -315,7 +334,7 @@ def _serve_distributed(settings, store, host: str, port: int) -> None:  # noqa: 
                f"{_redact(settings.broker_url)}, queue {settings.queue})", err=True)
     try:
         uvicorn.run(create_app(settings, store, dispatch=lambda job_id: dispatch(app, job_id)),
-                    host=host, port=port, log_level="warning")
+                    host=host, port=port, log_level="warning", timeout_keep_alive=KEEP_ALIVE)
     finally:
         stop.set()
 
@@ -440,6 +459,78 @@ def search_cmd(obj: Context, text: str, results: Sequence[Path], model_name: str
         return
     for hit in hits:
         click.echo(f"{hit.score:.4f}  {hit.time_offset:>10.3f} s  frame {hit.frame_offset:<8} {hit.source}")
+
+
+# -- render ------------------------------------------------------------------------
+@cli.command("render")
+@click.argument("video")
+@click.argument("results", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="The MP4 to write [default: VIDEO_NAME.rendered.mp4].")
+@click.option("--start", type=float, help="Start of the range to render, in seconds.")
+@click.option("--end", type=float, help="End of the range to render, in seconds.")
+@click.option("--blur", "blur", multiple=True, metavar="CLASS",
+              help="Blur the boxes of CLASS (repeatable; e.g. person, face from gaze results).")
+@click.option("-m", "--model", "models", multiple=True, metavar="KEY",
+              help="Draw only this results key (repeatable) [default: every model in the file].")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.pass_obj
+def render_cmd(obj: Context, video: str, results: Path, output: Path | None, start: float | None,
+               end: float | None, blur: Sequence[str], models: Sequence[str], quiet: bool) -> None:
+    """Draw the predictions of RESULTS onto VIDEO: an H.264 MP4 with the source's audio, fps and frames."""
+    from vidinfer.render import render_video
+
+    try:
+        data = json.loads(results.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"{results} is not a results JSON file: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InvalidInput(f"{results} is not a results JSON file (expected an object)")
+    name = Path(video.split("?")[0]).stem or "video"
+    output = output or Path(f"{name}.rendered.mp4")
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="vidinfer-") as tmp:
+        path = _local_video(obj, video, Path(tmp), quiet)
+        kwargs = dict(models=models or None, blur=blur, start=start, end=end, threads=obj.settings.decode_threads)
+        if quiet:
+            stats = render_video(path, data, output, **kwargs)
+        else:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            columns = (TextColumn("[bold]rendering"), BarColumn(), MofNCompleteColumn(), TextColumn("frames"),
+                       TimeRemainingColumn())
+            with Progress(*columns, transient=True, console=_stderr_console()) as bar:
+                task = bar.add_task("render", total=None)
+                stats = render_video(path, data, output,
+                                     on_progress=lambda done, total: bar.update(task, completed=done, total=total),
+                                     **kwargs)
+    wall = time.monotonic() - t0
+    audio = {"copy": "audio copied", "aac": "audio re-encoded to AAC"}.get(stats.audio or "", "no audio")
+    click.echo(f"{stats.frames} frames, {audio}; {wall:.1f} s wall, "
+               f"{stats.frames / wall if wall else 0:.1f} frames/s -> {output}")
+
+
+# -- summary -----------------------------------------------------------------------
+@cli.command("summary")
+@click.argument("results", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--png", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write a chart of counts over time to this PNG file.")
+def summary_cmd(results: Path, png: Path | None) -> None:
+    """Print what RESULTS holds: counts per class, per line, per zone and per minute."""
+    from vidinfer.summary import print_summary, write_chart
+
+    try:
+        data = json.loads(results.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"{results} is not a results JSON file: {exc}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("time_offset"), list):
+        raise InvalidInput(f"{results} is not a vidinfer results file (no time_offset list)")
+    from rich.console import Console
+
+    print_summary(data, Console())
+    if png is not None:
+        write_chart(data, png)
+        click.echo(f"chart -> {png}", err=True)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
