@@ -1,8 +1,9 @@
 """``clip`` (``clip-embed-image``): CLIP image embeddings per frame, zero-shot labels, text search.
 
 No CLIP weights ship in any package that works offline, so vidinfer runs the
-ONNX export a user points it at: a folder laid out like Hugging Face's ONNX
-exports of CLIP (``optimum-cli export onnx``, and the Xenova/* repositories)::
+ONNX export a user points it at: a folder with a split image and text encoder,
+named as in the split CLIP exports published for transformers.js and as the
+README's export script (open_clip + torch) writes them::
 
     vision_model.onnx   pixel_values [N, 3, S, S] float32 -> image_embeds [N, D]
     text_model.onnx     input_ids    [N, 77] int64 (+ attention_mask) -> text_embeds [N, D]
@@ -11,8 +12,9 @@ exports of CLIP (``optimum-cli export onnx``, and the Xenova/* repositories)::
 
 The files may also sit in an ``onnx/`` subfolder; ``image_encoder.onnx`` /
 ``text_encoder.onnx`` (or ``visual.onnx`` / ``textual.onnx``) are accepted too.
-Inputs are taken by position where their names differ (a ``torch.onnx.export``
-of open_clip's ``encode_image`` / ``encode_text``); the output used is the one
+Where the names differ (a plain ``torch.onnx.export`` of open_clip's
+``encode_image`` / ``encode_text``), the 4-d float input and the 2-d integer
+input are the image and the text; the output used is the one
 named ``image_embeds`` / ``text_embeds`` (``*embed*``), else the first ``[N, D]``
 one. Without tokenizer files the OpenAI vocabulary that ships with vidinfer is
 used (OpenAI's and most OpenCLIP models share it).
