@@ -22,8 +22,9 @@ so that their shorter side is at least 736 px (a 640x360 frame is read at 2x, a
 (RapidOCR's cap); frames already that size are read as they are: upscaling a
 1080p frame 2x found *less* (lines outgrow the detector's view) at 4x the cost.
 Capitals of 8 px and more read exactly; below about 7 px letters get guessed.
-OCR is slow on a CPU: ~1-3 s per 720p frame on two cores, most of it in the
-detector; infer at a low ``--fps``.
+OCR is slow on a CPU: ~0.5 s per 720p frame on two idle cores (bench/bench_models.py),
+most of it in the detector; infer at a low ``--fps``. PP-OCR reads digit-like
+shapes as digits: a coffee cup seen from above comes back as "8".
 """
 
 from __future__ import annotations
