@@ -196,3 +196,27 @@ def test_jobs_go_on_when_the_api_is_killed_and_cancel_stops_the_chunks(cluster: 
     done_then = sum(c["done"] for c in cluster.chunks(second))
     time.sleep(3)
     assert sum(c["done"] for c in cluster.chunks(second)) == done_then < 6  # no chunk ran on after the cancel
+
+
+def test_tracking_runs_once_over_the_merged_chunks(cluster: Cluster, long_video: Path, tmp_path: Path) -> None:
+    """A still box seen in every sample of 6 chunks is one track from the first sample to the last."""
+    from onnx_graphs import input_size_box_model, ultralytics_metadata
+
+    model = input_size_box_model(tmp_path / "box.onnx", metadata=ultralytics_metadata("detect", ["thing"], end2end=True))
+    added = subprocess.run([sys.executable, "-m", "vidinfer.cli", "models", "add", "box", str(model)],
+                           env=cluster.api.env, capture_output=True, text=True, timeout=120)
+    assert added.returncode == 0, added.stderr
+    cluster.worker()
+    key = cluster.api.key("acme")
+    response = cluster.api.submit(key, cluster.api.upload(key, long_video), [{"model_id": "box"}], infer_fps=FPS,
+                                  tracker="bytetrack", zones=[[[0, 0], [160, 0], [160, 120], [0, 120]]])
+    assert response.status_code == 200, response.text
+    job_id = response.json()["job_id"]
+    status = cluster.api.wait(key, job_id, timeout=300)
+    assert status["status"] == 0, (status, cluster.logs())
+    assert len(cluster.chunks(job_id)) == 6
+    results = httpx.get(status["output_signed_url"]).json()
+    assert {p["tracker_id"] for entry in results["box"] for p in entry["predictions"]} == {1}
+    (track,) = results["tracks"]["box"]
+    assert (track["first_frame"], track["last_frame"], track["frames_seen"]) == (0, results["frame_offset"][-1], 60)
+    assert results["counts"]["box"]["zones"][0]["present"] == [1] * 60

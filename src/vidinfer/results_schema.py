@@ -43,6 +43,8 @@ class Box(_Open):
 
 class Detection(Box):
     detection_id: str
+    tracker_id: int | None = Field(None, description="with tracking: the track (from 1) this detection belongs to; "
+                                                     "null for a detection no track claimed")
     points: list[Point] | None = Field(None, description="instance-segmentation polygon; OCR line quadrilateral")
     keypoints: list[Keypoint] | None = Field(None, description="keypoint-detection")
     text: str | None = Field(None, description="OCR: the line's text")
@@ -105,10 +107,73 @@ class EmbeddingEntry(_Open):
 Entry = DetectionEntry | ClassificationEntry | GazeEntry | EmbeddingEntry
 
 
+class Track(_Open):
+    """One track's summary (``tracks``)."""
+
+    tracker_id: int
+    class_: str = Field(alias="class", description="the class most of its detections have")
+    class_id: int
+    first_frame: int = Field(description="frame_offset of the first sample it was detected in")
+    last_frame: int
+    first_time: float = Field(description="time_offset of that sample, seconds")
+    last_time: float
+    frames_seen: int = Field(description="samples it was detected in")
+
+
+class Crossing(_Open):
+    tracker_id: int
+    class_: str = Field(alias="class")
+    direction: str = Field(description="in or out")
+    frame_offset: int = Field(description="the first sample seen on the new side")
+    time_offset: float
+
+
+class LineCounts(_Open):
+    name: str
+    points: list[list[float]] = Field(description="[[x1, y1], [x2, y2]], source pixels")
+    in_: dict[str, int] = Field(alias="in", description="crossings to the line's left-hand side (walking from its "
+                                                       "first point to its second), per class")
+    out: dict[str, int] = Field(description="crossings to its right-hand side, per class")
+    total_in: int
+    total_out: int
+    crossings: list[Crossing]
+    cumulative_in: list[int] = Field(description="crossings in so far, one per sample")
+    cumulative_out: list[int]
+
+
+class ZoneTrack(_Open):
+    tracker_id: int
+    class_: str = Field(alias="class")
+    first_time: float = Field(description="first sample inside, seconds")
+    last_time: float
+    visits: int = Field(description="separate runs of samples inside")
+    dwell_seconds: float
+
+
+class ZoneCounts(_Open):
+    name: str
+    points: list[list[float]] = Field(description="the polygon, source pixels")
+    objects: dict[str, int] = Field(description="tracks that were inside, per class")
+    total_objects: int
+    dwell_seconds: dict[str, float] = Field(description="time spent inside, summed over tracks, per class")
+    max_present: int
+    present: list[int] = Field(description="tracked objects inside, one per sample")
+    tracks: list[ZoneTrack]
+
+
+class ModelCounts(_Open):
+    lines: list[LineCounts]
+    zones: list[ZoneCounts]
+
+
 def results_schema() -> dict[str, Any]:
     """The schema of a whole results file: two offset lists and one list per model key."""
     entry = TypeAdapter(Entry | None).json_schema(by_alias=True, ref_template="#/$defs/{model}")
     defs = entry.pop("$defs", {})
+    tracks = TypeAdapter(dict[str, list[Track]]).json_schema(by_alias=True, ref_template="#/$defs/{model}")
+    counts = TypeAdapter(dict[str, ModelCounts]).json_schema(by_alias=True, ref_template="#/$defs/{model}")
+    defs.update(tracks.pop("$defs", {}))
+    defs.update(counts.pop("$defs", {}))
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "vidinfer results",
@@ -121,6 +186,9 @@ def results_schema() -> dict[str, Any]:
                              "description": "index of the sampled frame in display order, from 0"},
             "time_offset": {"type": "array", "items": {"type": "number", "minimum": 0},
                             "description": "presentation time of the sampled frame in seconds (4 decimals)"},
+            "tracks": {**tracks, "description": "with tracking: per model key, one summary per track"},
+            "counts": {**counts, "description": "with lines or zones: per model key, line crossings and zone "
+                                                "occupancy"},
         },
         "additionalProperties": {"type": "array", "items": entry, "description": "one model's entries"},
         "$defs": defs,

@@ -21,11 +21,13 @@ from vidinfer.core.results import (
     TextLines,
     VideoResult,
 )
+from vidinfer.core.tracking import ANALYSIS_KEYS
 
 #: deterministic detection ids: the same job gives the same ids, chunked or not
 _ID_NAMESPACE = uuid.UUID("6f1c1c52-5b7e-4c55-9a53-3f0f6a1d2f10")
 
-RESERVED_KEYS = ("frame_offset", "time_offset")
+#: top-level keys that are not models: the offsets, and tracking's and counting's summaries
+RESERVED_KEYS = ("frame_offset", "time_offset", *ANALYSIS_KEYS)
 
 
 def results_to_json(result: VideoResult) -> dict[str, Any]:

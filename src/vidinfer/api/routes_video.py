@@ -18,6 +18,7 @@ from vidinfer.api.schemas import (
     VideoInferOut,
 )
 from vidinfer.core.sampling import MIN_INFER_FPS, parse_fps
+from vidinfer.core.tracking import AnalysisOptions
 from vidinfer.errors import InvalidInput
 from vidinfer.fetch import UrlPolicy
 from vidinfer.jobs.requests import check_own_upload, model_requests, model_spec, upload_prefix
@@ -74,9 +75,10 @@ def submit(service: ServiceDep, caller: CallerDep, body: VideoInferIn,
     keys = [m["model_id"] for m in models]
     if len(set(keys)) != len(keys):
         raise InvalidInput("each model_id may appear once (it is its results key)", code="duplicate_model")
+    options = AnalysisOptions.parse(body.tracker, body.lines, body.zones)
     job, created = service.store.create(
         caller.workspace, input_url=body.input_url, infer_fps=f"{fps.numerator}/{fps.denominator}", models=models,
-        notify_url=body.notify_url, idempotency_key=idempotency_key,
+        notify_url=body.notify_url, idempotency_key=idempotency_key, options=options.as_dict(),
     )
     if created and service.dispatch is not None:
         service.dispatch(job.id)

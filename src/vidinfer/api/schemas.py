@@ -32,6 +32,16 @@ class VideoInferIn(BaseModel):
     models: list[ModelIn] = Field(min_length=1, max_length=16)
     notify_url: str | None = Field(None, max_length=4096,
                                    description="POSTed the job's status when it ends (signed; see the README).")
+    tracker: str | None = Field(None, max_length=32, examples=["bytetrack"],
+                                description="Track detections across samples: each gets a tracker_id, and the "
+                                            "results a top-level 'tracks' key. Implied by lines or zones.")
+    lines: list[list[Any]] | None = Field(
+        None, max_length=32, examples=[[[0, 360], [1280, 360]]],
+        description="Lines to count crossings of, in source pixels: [[x1, y1], [x2, y2]] each (or [x1, y1, x2, y2]). "
+                    "Walking from the first point to the second, crossing to the left-hand side is 'in'.")
+    zones: list[list[Any]] | None = Field(
+        None, max_length=32, examples=[[[100, 100], [500, 100], [500, 400], [100, 400]]],
+        description="Polygons to count presence and dwell in, source pixels: [[x, y], ...] with 3 points or more.")
 
 
 class VideoInferOut(BaseModel):

@@ -52,7 +52,7 @@ jobs = Table(
     Column("error_message", Text),
     Column("input_url", Text, nullable=False),
     Column("infer_fps", String(32), nullable=False),
-    Column("models", Text, nullable=False),  # JSON list of model requests
+    Column("models", Text, nullable=False),  # JSON list of model requests, or {"models": [...], "options": {...}}
     Column("notify_url", Text),
     Column("idempotency_key", String(255)),
     Column("created_at", Float, nullable=False),

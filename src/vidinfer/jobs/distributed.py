@@ -4,7 +4,9 @@ A submitted job becomes a ``plan`` task: it claims the job, makes its input
 readable by every worker (an upload is already in the blob store; a fetched URL
 is put there), probes it and splits it into chunks of samples, one ``chunk`` task
 each. Every chunk writes its results to a deterministic key and marks itself done
-in the store; whichever chunk completes the set merges them into the results file.
+in the store; whichever chunk completes the set merges them into the results file, then tracks and
+counts over the merged samples when the job asked for it (so track ids run across chunk boundaries,
+exactly as in a single pass).
 
 Delivery is at least once (``acks_late`` with ``reject_on_worker_lost``: a killed
 worker's task goes back to the queue), so every step is idempotent: a planner
@@ -36,7 +38,7 @@ from vidinfer.core.video import probe
 from vidinfer.errors import Cancelled, VidinferError
 from vidinfer.inference import run_inference
 from vidinfer.jobs import notify
-from vidinfer.jobs.runner import Runner, result_key
+from vidinfer.jobs.runner import Runner, analyse_results, result_key
 from vidinfer.jobs.states import JobState, failure_kind
 from vidinfer.jobs.store import Job, JobStore
 
@@ -186,7 +188,7 @@ class _Engine:
         if not chunks or not all(c["done"] for c in chunks):
             return
         parts = [json.loads(self.runner.blobs.get_bytes(chunk_key(job, c["idx"]))) for c in chunks]
-        merged = merge_results(parts)
+        merged = analyse_results(job, merge_results(parts))  # tracking runs once, over every chunk's samples
         self.runner.blobs.put_bytes(result_key(job), json.dumps(merged, separators=(",", ":")).encode())
         stats = [c["stats"] for c in chunks]
         summary = {

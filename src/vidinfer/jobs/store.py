@@ -15,7 +15,7 @@ import re
 import secrets
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
@@ -31,6 +31,14 @@ _WORKSPACE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 RESERVED_WORKSPACES = frozenset({"videoinfer", "videoinfers", "video_upload_signed_url", "health", "docs", "redoc",
                                  "openapi.json", "blobs", "results.schema.json", "static", "ui", "api"})
 KEY_PREFIX = "vi_"
+
+
+def _models_and_options(text: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The ``models`` column: a list of model requests, or ``{"models": [...], "options": {...}}``."""
+    value = json.loads(text)
+    if isinstance(value, dict):
+        return value["models"], value.get("options") or {}
+    return value, {}
 
 
 @dataclass(frozen=True)
@@ -57,18 +65,21 @@ class Job:
     frames_total: int | None
     result_key: str | None
     stats: dict[str, Any]
+    #: tracking and counting asked for (``AnalysisOptions.as_dict``); {} for none
+    options: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_row(cls, row: Any) -> Job:
         m = row._mapping
+        models, options = _models_and_options(m["models"])
         return cls(
             id=m["id"], workspace=m["workspace"], state=JobState(m["state"]), failure=m["failure"],
             error_code=m["error_code"], error_message=m["error_message"], input_url=m["input_url"],
-            infer_fps=m["infer_fps"], models=json.loads(m["models"]), notify_url=m["notify_url"],
+            infer_fps=m["infer_fps"], models=models, notify_url=m["notify_url"],
             created_at=m["created_at"], started_at=m["started_at"], finished_at=m["finished_at"],
             updated_at=m["updated_at"], attempts=m["attempts"], cancel_requested=bool(m["cancel_requested"]),
             frames_done=m["frames_done"], frames_total=m["frames_total"], result_key=m["result_key"],
-            stats=json.loads(m["stats"]) if m["stats"] else {},
+            stats=json.loads(m["stats"]) if m["stats"] else {}, options=options,
         )
 
     @property
@@ -142,8 +153,12 @@ class JobStore:
 
     # -- submitting and reading -------------------------------------------------------
     def create(self, workspace: str, *, input_url: str, infer_fps: str, models: list[dict[str, Any]],
-               notify_url: str | None = None, idempotency_key: str | None = None) -> tuple[Job, bool]:
-        """A new queued job, or the one already made with the same idempotency key (then False)."""
+               notify_url: str | None = None, idempotency_key: str | None = None,
+               options: dict[str, Any] | None = None) -> tuple[Job, bool]:
+        """A new queued job, or the one already made with the same idempotency key (then False).
+
+        ``options`` (tracking, lines, zones) are kept in the ``models`` column, as
+        ``{"models": [...], "options": {...}}``: no new column, so existing databases need no migration."""
         if idempotency_key is not None:
             existing = self._by_idempotency_key(workspace, idempotency_key)
             if existing is not None:
@@ -154,7 +169,8 @@ class JobStore:
             with self.engine.begin() as conn:
                 conn.execute(insert(jobs).values(
                     id=job_id, workspace=workspace, state=JobState.QUEUED.value, input_url=input_url,
-                    infer_fps=infer_fps, models=json.dumps(models), notify_url=notify_url,
+                    infer_fps=infer_fps, models=json.dumps({"models": models, "options": options} if options else models),
+                    notify_url=notify_url,
                     idempotency_key=idempotency_key, created_at=now, updated_at=now, attempts=0,
                     cancel_requested=False, frames_done=0,
                 ))
