@@ -374,3 +374,28 @@ def test_models_add_clip_folder_then_infer(clip_dir: Path, tmp_path: Path, monke
     assert registry.load("clip").info.source.startswith("your CLIP ONNX export")
     with pytest.raises(InvalidInput, match="not a built-in name"):
         registry.add("coco", str(clip_dir))
+
+
+def test_the_api_searches_a_workspaces_finished_jobs(clip_dir: Path, tmp_path: Path) -> None:
+    import httpx
+    from server import Server
+
+    order = ["red", "blue", "green", "blue"]
+    video = photos_video(tmp_path / "colours.mp4", [colour_frame(c) for c in order], size=(320, 240), fps=2)
+    clip_model = [{"model_id": "clip", "model_version": "1", "inference_type": "clip-embed-image"}]
+    with Server(tmp_path / "data", env={"VIDINFER_CLIP_DIR": str(clip_dir)}) as srv:
+        key, rival = srv.key("acme"), srv.key("rival")
+        job_id = srv.submit(key, srv.upload(key, video), models=clip_model, infer_fps=1).json()["job_id"]
+        assert srv.wait(key, job_id)["status"] == 0
+        coco_job = srv.submit(key, srv.upload(key, video), infer_fps=1).json()["job_id"]  # no embeddings
+        srv.wait(key, coco_job)
+
+        found = httpx.get(f"{srv.url}/search", params={"api_key": key, "q": "something blue", "limit": 2}).json()
+        assert found["jobs_searched"] == 1
+        assert sorted((h["job_id"], h["frame_offset"], h["time_offset"]) for h in found["hits"]) == [
+            (job_id, 2, 1.0), (job_id, 6, 3.0)]
+        assert found["hits"][0]["score"] > 0.9
+        other = httpx.get(f"{srv.url}/search", params={"api_key": rival, "q": "something blue"}).json()
+        assert other == {"query": "something blue", "jobs_searched": 0, "hits": []}
+        empty = httpx.get(f"{srv.url}/search", params={"api_key": key, "q": ""})
+        assert empty.status_code == 400 and empty.json()["error"]["code"] == "invalid_request"
