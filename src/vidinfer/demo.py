@@ -101,7 +101,7 @@ def run_demo(registry: ModelRegistry, output_dir: Path, echo: Callable[[str], No
     out = run_inference(str(video), runs, Fraction(5))
     results_path = output_dir / "demo.results.json"
     results_path.write_text(json.dumps(out.results_json))
-    preview = render_video(str(video), out.results_json, "coco", output_dir / "demo.preview.mp4")
+    preview = render_video(str(video), out.results_json, output_dir / "demo.preview.mp4", models=["coco"]).output
     sheet = contact_sheet(video, out.results_json, "coco", output_dir / "demo.preview.png")
     counts = Counter(p["class"] for e in out.results_json["coco"] if e for p in e["predictions"])
     echo(f"{len(out.result)} frames at 5 fps in {out.result.stats['wall_seconds']:.1f} s; "

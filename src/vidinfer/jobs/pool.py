@@ -48,9 +48,17 @@ def worker_main(settings: Settings, worker_id: str, parent_pid: int) -> None:
     runner = Runner(settings, JobStore(settings.database), open_store(settings),
                     ModelRegistry(settings.registry_path, LoadOptions(settings.ort_threads, providers)),
                     alive=parent_alive(parent_pid))
+    from vidinfer.jobs.renders import RenderStore, run_render
+
+    renders = RenderStore(runner.store, settings.max_attempts)
     while runner.alive():
         job = runner.store.claim(worker_id)
         if job is None:
+            render = renders.claim(worker_id)  # renders of finished jobs, when no job waits
+            if render is not None:
+                log.info("render of job %s: attempt %d", render.job_id, render.attempts)
+                run_render(runner, renders, render)
+                continue
             time.sleep(IDLE_POLL)
             continue
         log.info("job %s: attempt %d", job.id, job.attempts)
