@@ -2,8 +2,11 @@
 
 Needs ultralytics and torch, which vidinfer itself never imports; install them in
 a separate environment (see bench/README.md). Weights are random (built from the
-model's YAML: nothing is downloaded), so outputs are meaningless but the compute
-graph, and therefore the cost, is exactly YOLOv8n's.
+model's YAML with a fixed seed: nothing is downloaded), so outputs are meaningless
+but the compute graph, and therefore the cost, is exactly YOLOv8n's. Both files
+come from the same model object, so they hold the same weights: the fixed 640x640
+export and the dynamic-shape one (for the rectangular letterbox) differ only in
+their input shapes.
 """
 
 from __future__ import annotations
@@ -15,18 +18,23 @@ from pathlib import Path
 CACHE = Path(__file__).resolve().parent / ".cache"
 
 
-def export(dynamic: bool, name: str) -> Path:
+def export_all() -> list[Path]:
+    import torch
     from ultralytics import YOLO
 
+    torch.manual_seed(0)
     model = YOLO("yolov8n.yaml")
-    exported = Path(model.export(format="onnx", imgsz=640, dynamic=dynamic, simplify=True, opset=17))
     CACHE.mkdir(parents=True, exist_ok=True)
-    target = CACHE / name
-    shutil.move(str(exported), target)
-    return target
+    written = []
+    for dynamic, name in ((False, "yolov8n.onnx"), (True, "yolov8n-dynamic.onnx")):
+        exported = Path(model.export(format="onnx", imgsz=640, dynamic=dynamic, simplify=True, opset=17))
+        target = CACHE / name
+        shutil.move(str(exported), target)
+        written.append(target)
+    return written
 
 
 if __name__ == "__main__":
-    print(export(False, "yolov8n.onnx"))
-    print(export(True, "yolov8n-dynamic.onnx"))
+    for path in export_all():
+        print(path)
     sys.exit(0)

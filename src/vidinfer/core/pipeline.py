@@ -1,10 +1,22 @@
 """decode -> sample -> convert -> batch -> infer -> collect.
 
-A decode thread walks the video in display order, keeps only sampled frames,
-converts each once per distinct size the models want (in the same swscale pass
-as the resize), and hands batches over a small bounded queue; the calling thread
-runs the models. PyAV and ONNX Runtime both release the GIL, so the two overlap,
-and memory stays flat whatever the video's length.
+The decoder walks the video in display order, keeps only sampled frames, and
+converts each once per distinct size the models want, straight from YUV to the
+model's input size (``DecodedFrame.to_rgb``); batches of those go to the models.
+How the two stages share the machine depends on where the models run:
+
+* on the CPU (``overlap=False``, the default there) the calling thread decodes a
+  batch, then infers it. Decoding (PyAV's codec threads) and ONNX Runtime each use
+  every core in turn; run side by side they would fight for the same cores, and on
+  2 cores the fight cost more than the overlap gained (PERFORMANCE.md: 20.1 s for
+  decode-a-batch-then-infer vs 21.5-22.1 s with a decode thread, against a 19.4 s
+  limit);
+* on an accelerator (``overlap=True``, the default when any model says it runs on
+  one) a decode thread feeds the models through a small bounded queue, so the GPU
+  never waits for the CPU. PyAV and ONNX Runtime both release the GIL.
+
+Either way at most ``QUEUE_DEPTH + 1`` batches are alive at once, so memory stays
+flat whatever the video's length.
 """
 
 from __future__ import annotations
@@ -14,7 +26,8 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -24,12 +37,12 @@ from vidinfer.core.results import FramePrediction, VideoResult
 from vidinfer.core.sampling import check_infer_fps, check_range, sample_frames, sample_time
 from vidinfer.core.video import DEFAULT_DECODE_THREADS, DecodeReport, VideoInfo, iter_frames
 from vidinfer.errors import Cancelled, ModelError, VidinferError
-from vidinfer.models.base import InferenceParams, Model
+from vidinfer.models.base import InferenceParams, Model, runs_on_accelerator
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 4
-#: batches in flight between the decode thread and the model thread
+#: batches in flight between the decode thread and the model thread (overlapped mode)
 QUEUE_DEPTH = 2
 
 
@@ -56,12 +69,21 @@ class Progress:
 
 
 @dataclass
-class _Batch:
+class Batch:
+    """Sampled frames ready for the models: sample numbers, display indices and times, images."""
+
     ks: list[int]
     indices: list[int]
     times: list[Fraction]
     #: image size -> one RGB array per sample
     images: dict[tuple[int, int], list[np.ndarray]]
+
+    @classmethod
+    def empty(cls, sizes: Sequence[tuple[int, int]]) -> Batch:
+        return cls([], [], [], {s: [] for s in sizes})
+
+    def __len__(self) -> int:
+        return len(self.ks)
 
 
 _DONE = object()
@@ -83,6 +105,49 @@ def expected_samples(info: VideoInfo, infer_fps: Fraction, start: Fraction = Fra
     return max(0, count)
 
 
+def decode_batches(
+    info: VideoInfo,
+    sizes: Sequence[tuple[int, int]],
+    infer_fps: Fraction,
+    *,
+    start: Fraction = Fraction(0),
+    end: Fraction | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    decode_threads: int = DEFAULT_DECODE_THREADS,
+    k_range: tuple[int, int | None] = (0, None),
+    report: DecodeReport | None = None,
+    clock: list[float] | None = None,
+) -> Iterator[Batch]:
+    """Decode, sample and convert: batches of the sampled frames at each of ``sizes``.
+
+    ``k_range`` as in ``run_video``. ``clock[0]`` accumulates the seconds spent
+    inside this generator (not while the consumer holds a batch).
+    """
+    clock = clock if clock is not None else [0.0]
+    seek_to = float(sample_time(k_range[0], infer_fps, start))
+    frames = iter_frames(info, start=seek_to, threads=decode_threads, report=report)
+    batch = Batch.empty(sizes)
+    last: tuple[int, dict[tuple[int, int], np.ndarray]] | None = None
+    t0 = time.perf_counter()
+    for sample in sample_frames(frames, infer_fps, start=start, end=end, k_range=k_range):
+        decoded = sample.frame
+        if last is None or last[0] != decoded.index:
+            last = (decoded.index, {s: decoded.to_rgb(s) for s in sizes})
+        batch.ks.append(sample.k)
+        batch.indices.append(decoded.index)
+        batch.times.append(decoded.time)
+        for s in sizes:
+            batch.images[s].append(last[1][s])
+        if len(batch) >= batch_size:
+            clock[0] += time.perf_counter() - t0
+            yield batch
+            t0 = time.perf_counter()
+            batch = Batch.empty(sizes)
+    clock[0] += time.perf_counter() - t0
+    if batch.ks:
+        yield batch
+
+
 def run_video(
     info: VideoInfo,
     runs: Sequence[ModelRun],
@@ -95,11 +160,14 @@ def run_video(
     on_progress: Callable[[Progress], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
     k_range: tuple[int, int | None] = (0, None),
+    overlap: bool | None = None,
 ) -> VideoResult:
     """Run every model over the sampled frames of a video and collect the result.
 
     ``k_range`` = (first sample, sample to stop before) runs one chunk of the job: the
     samples it yields are exactly those a single pass yields for those indices.
+    ``overlap``: decode in a thread of its own while the models run (None: only when
+    a model runs on an accelerator; see the module's docstring).
     """
     if not runs:
         raise ModelError("no model to run", code="no_models")
@@ -108,66 +176,25 @@ def run_video(
     total = expected_samples(info, infer_fps, start_f, end_f)
     k_first, k_stop = k_range
     total = max(0, (total if k_stop is None else min(total, k_stop)) - k_first)
-    seek_to = float(sample_time(k_first, infer_fps, start_f))
     source_size = (info.width, info.height)
     sizes = sorted({run.model.image_size(source_size) for run in runs})
+    if overlap is None:
+        overlap = any(runs_on_accelerator(run.model) for run in runs)
     result = VideoResult(predictions={run.key: [] for run in runs})
     report = DecodeReport()
-    handoff: queue.Queue[object] = queue.Queue(maxsize=QUEUE_DEPTH)
-    stop = threading.Event()
     decode_seconds = [0.0]
-
-    def decode() -> None:
-        try:
-            frames = iter_frames(info, start=seek_to, threads=decode_threads, report=report)
-            batch = _Batch([], [], [], {s: [] for s in sizes})
-            last: tuple[int, dict[tuple[int, int], np.ndarray]] | None = None
-            t0 = time.perf_counter()
-            for sample in sample_frames(frames, infer_fps, start=start_f, end=end_f, k_range=k_range):
-                if stop.is_set():
-                    return
-                decoded = sample.frame
-                if last is None or last[0] != decoded.index:
-                    last = (decoded.index, {s: decoded.to_rgb(s) for s in sizes})
-                batch.ks.append(sample.k)
-                batch.indices.append(decoded.index)
-                batch.times.append(decoded.time)
-                for s in sizes:
-                    batch.images[s].append(last[1][s])
-                if len(batch.ks) >= batch_size:
-                    decode_seconds[0] += time.perf_counter() - t0
-                    _put(handoff, batch, stop)
-                    t0 = time.perf_counter()
-                    batch = _Batch([], [], [], {s: [] for s in sizes})
-            decode_seconds[0] += time.perf_counter() - t0
-            if batch.ks:
-                _put(handoff, batch, stop)
-            _put(handoff, _DONE, stop)
-        except BaseException as exc:  # handed to the consumer, which re-raises
-            _put(handoff, exc, stop)
-
+    batches = decode_batches(info, sizes, infer_fps, start=start_f, end=end_f, batch_size=batch_size,
+                             decode_threads=decode_threads, k_range=k_range, report=report, clock=decode_seconds)
     started = time.perf_counter()
     infer_seconds = {run.key: 0.0 for run in runs}
-    thread = threading.Thread(target=decode, name="vidinfer-decode", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = handoff.get()
-            if item is _DONE:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            assert isinstance(item, _Batch)
+    with closing(_in_thread(batches) if overlap else batches) as feed:
+        for batch in feed:
             if should_cancel is not None and should_cancel():
                 raise Cancelled("the job was cancelled")
-            _infer_batch(item, runs, source_size, result, infer_seconds)
+            _infer_batch(batch, runs, source_size, result, infer_seconds)
             if on_progress is not None:
                 on_progress(Progress(len(result.frame_offset), max(total, len(result.frame_offset)),
                                      time.perf_counter() - started))
-    finally:
-        stop.set()
-        _drain(handoff)
-        thread.join(timeout=10)
 
     _check_all_failed(result, runs)
     _note_lost_frames(info, report, result, whole_video=start_f == 0 and end_f is None and k_range == (0, None))
@@ -178,8 +205,46 @@ def run_video(
         "wall_seconds": round(wall, 4),
         "decode_seconds": round(decode_seconds[0], 4),
         "inference_seconds": {k: round(v, 4) for k, v in infer_seconds.items()},
+        "overlap": overlap,
     }
     return result
+
+
+def _in_thread(batches: Iterator[Batch]) -> Iterator[Batch]:
+    """Run ``batches`` in a decode thread, handing them over a bounded queue.
+
+    Closing this generator (the consumer is done, failed or was cancelled) stops
+    the thread: it gives up on a full queue and drops what it decoded.
+    """
+    handoff: queue.Queue[object] = queue.Queue(maxsize=QUEUE_DEPTH)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            with closing(batches):
+                for batch in batches:
+                    if stop.is_set():
+                        return
+                    _put(handoff, batch, stop)
+            _put(handoff, _DONE, stop)
+        except BaseException as exc:  # handed to the consumer, which re-raises
+            _put(handoff, exc, stop)
+
+    thread = threading.Thread(target=produce, name="vidinfer-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = handoff.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            assert isinstance(item, Batch)
+            yield item
+    finally:
+        stop.set()
+        _drain(handoff)
+        thread.join(timeout=10)
 
 
 def _put(handoff: queue.Queue[object], item: object, stop: threading.Event) -> None:
@@ -200,7 +265,7 @@ def _drain(handoff: queue.Queue[object]) -> None:
             return
 
 
-def _infer_batch(batch: _Batch, runs: Sequence[ModelRun], source_size: tuple[int, int],
+def _infer_batch(batch: Batch, runs: Sequence[ModelRun], source_size: tuple[int, int],
                  result: VideoResult, infer_seconds: dict[str, float]) -> None:
     result.frame_offset.extend(batch.indices)
     result.time_offset.extend(round(float(t), 4) for t in batch.times)

@@ -1,0 +1,184 @@
+"""The pipeline's two schedules and the fast YUV -> RGB path give the same results as the plain ones.
+
+CPU models run decode-a-batch-then-infer in the calling thread; models on an
+accelerator get a decode thread feeding them over a bounded queue. Both must
+pick the same frames and produce the same predictions; both must stop on
+cancellation and hand decode errors to the caller.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from videos import decode_reference, frame_label, reference_samples
+
+from vidinfer.core.pipeline import ModelRun, decode_batches, run_video
+from vidinfer.core.results import Detections
+from vidinfer.core.video import DecodedFrame, iter_frames, probe
+from vidinfer.errors import Cancelled
+from vidinfer.models.base import InferenceParams, ModelInfo, fit_within, runs_on_accelerator
+
+
+class MeanModel:
+    """A stand-in detector: one box whose confidence is the image's mean brightness; records its threads."""
+
+    def __init__(self, on_accelerator: bool | None = None, box: tuple[int, int] = (64, 64)) -> None:
+        if on_accelerator is not None:
+            self.on_accelerator = on_accelerator
+        self.box = box
+        self.info = ModelInfo("mean", "object-detection", ("thing",), box, "test")
+        self.threads: set[str] = set()
+
+    def image_size(self, source_size: tuple[int, int]) -> tuple[int, int]:
+        return fit_within(source_size, self.box)
+
+    def predict(self, images: Sequence[np.ndarray], source_size: tuple[int, int], params: InferenceParams,
+                ) -> list[Detections]:
+        self.threads.add(threading.current_thread().name)
+        w, h = source_size
+        return [Detections([[0, 0, w, h]], [float(im.mean()) / 255], [0], ["thing"]) for im in images]
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from videos import make_video
+
+    return make_video(tmp_path_factory.mktemp("modes") / "v.mp4", frames=90, fps=Fraction(30000, 1001),
+                      size=(160, 96), gop=25, bframes=2)
+
+
+def _summary(result) -> tuple:  # noqa: ANN001
+    preds = [(p.value.confidence.tolist() if p is not None else None) for p in result.predictions["m"]]
+    return result.frame_offset, result.time_offset, preds
+
+
+@pytest.mark.parametrize("start, end", [(None, None), (0.7, 2.2)])
+def test_sequential_and_overlapped_give_the_same_result(video: Path, start: float | None, end: float | None,
+                                                        ) -> None:
+    info = probe(str(video))
+    fps = Fraction(7)
+    results = {overlap: run_video(info, [ModelRun("m", MeanModel())], fps, start=start, end=end, batch_size=3,
+                                  overlap=overlap) for overlap in (False, True)}
+    assert _summary(results[False]) == _summary(results[True])
+    times = [r.time for r in decode_reference(video)]
+    s = Fraction(str(start)) if start else Fraction(0)
+    e = Fraction(str(end)) if end is not None else None
+    assert results[False].frame_offset == reference_samples(times, fps, s, e)
+    assert results[False].stats["overlap"] is False and results[True].stats["overlap"] is True
+
+
+def test_cpu_models_decode_inline_and_accelerated_ones_in_a_thread(video: Path) -> None:
+    info = probe(str(video))
+    cpu, gpu = MeanModel(), MeanModel(on_accelerator=True)
+    assert not runs_on_accelerator(cpu) and not runs_on_accelerator(MeanModel(False)) and runs_on_accelerator(gpu)
+    assert run_video(info, [ModelRun("m", cpu)], Fraction(5)).stats["overlap"] is False
+    assert run_video(info, [ModelRun("m", cpu), ModelRun("g", gpu)], Fraction(5)).stats["overlap"] is True
+    # the models always run in the caller's thread; only decoding moves
+    assert cpu.threads == gpu.threads == {threading.current_thread().name}
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_cancel_stops_either_schedule(video: Path, overlap: bool) -> None:
+    info = probe(str(video))
+    calls = []
+
+    def cancel() -> bool:
+        calls.append(1)
+        return len(calls) > 2
+
+    with pytest.raises(Cancelled):
+        run_video(info, [ModelRun("m", MeanModel())], Fraction(10), batch_size=2, should_cancel=cancel,
+                  overlap=overlap)
+    assert len(calls) == 3
+    assert not any(t.name == "vidinfer-decode" for t in threading.enumerate())
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_a_model_error_reaches_the_caller_in_either_schedule(video: Path, overlap: bool) -> None:
+    class Broken(MeanModel):
+        def predict(self, images, source_size, params):  # noqa: ANN001, ANN202
+            raise KeyboardInterrupt  # not a model failure a frame can be nulled for
+
+    with pytest.raises(KeyboardInterrupt):
+        run_video(probe(str(video)), [ModelRun("m", Broken())], Fraction(5), overlap=overlap)
+    assert not any(t.name == "vidinfer-decode" for t in threading.enumerate())
+
+
+def test_decode_batches_yields_every_sample_once_at_every_size(video: Path) -> None:
+    info = probe(str(video))
+    clock = [0.0]
+    sizes = [(80, 48), (160, 96)]
+    batches = list(decode_batches(info, sizes, Fraction(5), batch_size=4, clock=clock))
+    assert [len(b) for b in batches] == [4, 4, 4, 3]
+    ks = [k for b in batches for k in b.ks]
+    assert ks == list(range(15))
+    indices = [i for b in batches for i in b.indices]
+    for b in batches:
+        for w, h in sizes:
+            assert all(im.shape == (h, w, 3) and im.dtype == np.uint8 for im in b.images[(w, h)])
+        # the label is readable at both sizes: the right frame was converted
+        assert [frame_label(im) for im in b.images[(160, 96)]] == b.indices
+        assert [frame_label(im) for im in b.images[(80, 48)]] == b.indices
+    assert indices == sorted(indices) and clock[0] > 0
+
+
+# -- the fast conversion ------------------------------------------------------------------------------
+def _first_frame(path: Path) -> DecodedFrame:
+    return next(iter_frames(probe(str(path))))
+
+
+@pytest.mark.parametrize("size", [(80, 48), (96, 54), (64, 64), (40, 24)])
+def test_fast_downscale_matches_swscale(tmp_video, size: tuple[int, int]) -> None:  # noqa: ANN001
+    frame = _first_frame(tmp_video("c.mp4", frames=2, size=(160, 96)))
+    assert frame.frame.format.name == "yuv420p"
+    fast = frame.to_rgb(size)
+    slow = frame.frame.reformat(width=size[0], height=size[1], format="rgb24").to_ndarray()
+    assert fast.shape == slow.shape == (size[1], size[0], 3) and fast.dtype == np.uint8
+    # same colour matrix (BT.601, limited range); the filters differ only at edges
+    assert np.abs(fast.astype(int) - slow.astype(int)).mean() < 4
+
+
+def test_fast_path_keeps_colours(tmp_path: Path) -> None:
+    path = tmp_path / "colour.mp4"
+    colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (128, 128, 128)]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 128, 64, "yuv420p"
+        image = np.zeros((64, 128, 3), np.uint8)
+        for i, colour in enumerate(colours):
+            image[:, i * 32:(i + 1) * 32] = colour
+        for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+            container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    rgb = _first_frame(path).to_rgb((64, 32))
+    for i, colour in enumerate(colours):
+        patch = rgb[8:24, i * 16 + 4:(i + 1) * 16 - 4].reshape(-1, 3).mean(axis=0)
+        assert np.abs(patch - colour).max() < 12, (colour, patch)
+
+
+@pytest.mark.parametrize("size, pix_fmt", [((81, 49), "yuv420p"), ((320, 192), "yuv420p"), ((80, 48), "yuv444p"),
+                                           ((80, 48), "yuvj420p"), ((160, 96), "yuv420p")])
+def test_other_conversions_fall_back_to_swscale(tmp_path: Path, size: tuple[int, int], pix_fmt: str) -> None:
+    """Odd sizes, upscaling, other pixel formats and full range take the swscale path, unchanged."""
+    path = tmp_path / f"{pix_fmt}.mkv"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264" if pix_fmt != "yuvj420p" else "mjpeg", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 160, 96, pix_fmt
+        image = np.random.default_rng(1).integers(0, 255, (96, 160, 3), dtype=np.uint8)
+        for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+            container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    frame = _first_frame(path)
+    assert frame.frame.format.name == pix_fmt
+    expected = (frame.frame.to_ndarray(format="rgb24") if size == (160, 96)
+                else frame.frame.reformat(width=size[0], height=size[1], format="rgb24").to_ndarray())
+    np.testing.assert_array_equal(frame.to_rgb(size), expected)
