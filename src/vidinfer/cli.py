@@ -547,7 +547,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except VidinferError as exc:
         if debug:
             raise
-        click.echo(f"error: {exc.message}", err=True)
+        # one line, whatever a file name holds
+        message = exc.message.replace("\r", "\\r").replace("\n", "\\n")
+        click.echo(f"error: {message}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)

@@ -14,7 +14,7 @@ from typing import Any
 from vidinfer.core.pipeline import ModelRun, Progress, run_video
 from vidinfer.core.results import VideoResult
 from vidinfer.core.video import VideoInfo, probe
-from vidinfer.errors import InvalidInput
+from vidinfer.errors import DecodeError, InvalidInput
 from vidinfer.models.base import InferenceParams
 from vidinfer.models.registry import ModelRegistry
 from vidinfer.wire import RESERVED_KEYS, results_to_json
@@ -77,4 +77,10 @@ def run_inference(
         info, runs, infer_fps, start=start, end=end, batch_size=batch_size, decode_threads=decode_threads,
         on_progress=on_progress, should_cancel=should_cancel, k_range=k_range,
     )
+    whole = not start and end is None and k_range == (0, None)
+    if whole and result.stats.get("frames_decoded") == 0:
+        # not a partial result: nothing of the video could be decoded
+        detail = result.warnings[0] if result.warnings else "the decoder rejected every frame"
+        raise DecodeError(f"{video_path}: not one of its {info.frame_count} frames could be decoded ({detail})",
+                          code="undecodable")
     return InferenceOutput(info, result, results_to_json(result))
