@@ -23,9 +23,11 @@ def free_port() -> int:
 class Server:
     """Start, kill and restart a server over one data directory; make keys; call the API."""
 
-    def __init__(self, data_dir: Path, *, workers: int = 1, env: dict[str, str] | None = None) -> None:
+    def __init__(self, data_dir: Path, *, workers: int = 1, env: dict[str, str] | None = None,
+                 debug: bool = False) -> None:
         self.data_dir = data_dir
         self.workers = workers
+        self.debug = debug  # `vidinfer --debug serve`: debug logs into server.log
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "VIDINFER_DATA_DIR": str(data_dir), "VIDINFER_URL_ALLOWLIST": "127.0.0.0/8",
@@ -37,7 +39,8 @@ class Server:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "vidinfer.cli", "serve", "--port", str(self.port), "--workers",
+                [sys.executable, "-m", "vidinfer.cli", *(["--debug"] if self.debug else []), "serve", "--port",
+                 str(self.port), "--workers",
                  str(self.workers)], env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

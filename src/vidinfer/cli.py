@@ -46,6 +46,8 @@ class Context:
 def cli(ctx: click.Context, debug: bool) -> None:
     """Run computer-vision models over video; serve a Roboflow-compatible API."""
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # httpx logs each request's whole URL at INFO: presigned input URLs carry credentials in their query
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     ctx.obj = Context(debug)
 
 

@@ -15,6 +15,7 @@ from vidinfer.api import routes_blobs, routes_compat, routes_ui, routes_video
 from vidinfer.api import routes_render
 from vidinfer.api.deps import Service
 from vidinfer.api.ratelimit import RateLimiter
+from vidinfer.api.schemas import error_responses
 from vidinfer.config import Settings
 from vidinfer.errors import RateLimited, VidinferError
 from vidinfer.jobs.store import JobStore
@@ -37,6 +38,7 @@ def create_app(settings: Settings, store: JobStore | None = None,
         title="vidinfer", version=__version__,
         description="Video inference with a Roboflow-compatible API. Every call takes `?api_key=`. "
                     "Errors are `{\"error\": {\"code\", \"message\"}}`.",
+        responses=error_responses(500),
     )
     app.state.service = Service(
         settings=settings,
@@ -88,4 +90,21 @@ def create_app(settings: Settings, store: JobStore | None = None,
     app.include_router(routes_blobs.router)
     app.include_router(routes_render.router)  # POST/GET /videoinfer/render: renders of finished jobs
     app.include_router(routes_compat.router)  # last: its /{workspace} paths would shadow the others
+
+    def openapi() -> dict[str, object]:
+        """FastAPI's spec, less the 422 ``HTTPValidationError`` it documents by default: validation
+        errors are answered 400 with the error shape (``invalid_request``) by the handler above."""
+        if app.openapi_schema is None:
+            spec = FastAPI.openapi(app)
+            for operations in spec.get("paths", {}).values():
+                for operation in operations.values():
+                    answer = operation.get("responses", {}).get("422", {})
+                    if "HTTPValidationError" in str(answer.get("content", "")):
+                        del operation["responses"]["422"]
+            for name in ("HTTPValidationError", "ValidationError"):
+                spec.get("components", {}).get("schemas", {}).pop(name, None)
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

@@ -6,16 +6,33 @@ With S3 storage these routes answer 404: clients use the S3 server's presigned U
 from __future__ import annotations
 
 import os
-from typing import Annotated
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse
+from starlette.convertors import Convertor, register_url_convertor
 
 from vidinfer.api.deps import Service, ServiceDep
+from vidinfer.api.schemas import error_responses
 from vidinfer.errors import InvalidInput, NotFound, PayloadTooLarge
 from vidinfer.storage.local import LocalStore
 
-router = APIRouter(tags=["signed URLs"])
+
+class _KeyConvertor(Convertor[str]):
+    """``{key:blobkey}``: the rest of the path, control characters included (Starlette's ``path`` stops
+    at a newline, so such a key fell through to other routes' 405). ``check_key`` and the signature judge it."""
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("blobkey", _KeyConvertor())
+
+router = APIRouter(tags=["signed URLs"], responses=error_responses(400, 403, 404))
 
 
 def _local(service: Service) -> LocalStore:
@@ -25,14 +42,16 @@ def _local(service: Service) -> LocalStore:
     return service.blobs
 
 
-@router.put("/blobs/{key:path}")
-async def put_blob(key: str, request: Request, service: ServiceDep,
-                   content_length: Annotated[int | None, Header()] = None) -> JSONResponse:
+@router.put("/blobs/{key:blobkey}", responses=error_responses(413))
+async def put_blob(key: str, request: Request, service: ServiceDep) -> JSONResponse:
     """Upload to a URL from ``/video_upload_signed_url``: streamed to disk, never held in memory."""
     blobs = _local(service)
     blobs.verify("PUT", key, request.query_params)
     limit = service.settings.max_upload_bytes
-    if content_length is not None and content_length > limit:
+    # Content-Length is framing (the HTTP server has checked it), not an API parameter: read, not declared
+    length = request.headers.get("content-length", "")
+    content_length = int(length) if length.isdigit() else 0
+    if content_length > limit:
         raise PayloadTooLarge(f"the upload is {content_length} bytes; the limit is {limit}", code="upload_too_large")
     tmp, dest = blobs.open_upload(key)
     size = 0
@@ -52,7 +71,7 @@ async def put_blob(key: str, request: Request, service: ServiceDep,
     return JSONResponse({"key": key, "size": size})
 
 
-@router.get("/blobs/{key:path}")
+@router.get("/blobs/{key:blobkey}")
 def get_blob(key: str, request: Request, service: ServiceDep) -> FileResponse:
     """Download with a signed URL (the results file from ``output_signed_url``)."""
     blobs = _local(service)

@@ -13,10 +13,11 @@ from typing import Any
 from fastapi import APIRouter
 
 from vidinfer.api.deps import CallerDep, ServiceDep
+from vidinfer.api.schemas import error_responses
 from vidinfer.errors import NotFound
 from vidinfer.models.registry import ModelEntry
 
-router = APIRouter(tags=["roboflow SDK compatibility"])
+router = APIRouter(tags=["roboflow SDK compatibility"], responses=error_responses(401, 404))
 
 #: model task -> the project type the SDK knows
 _PROJECT_TYPES = {

@@ -8,10 +8,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from vidinfer.api.deps import CallerDep, ServiceDep
+from vidinfer.api.schemas import error_responses
 from vidinfer.errors import InvalidInput
 from vidinfer.jobs.states import JobState
 
-router = APIRouter(tags=["search"])
+router = APIRouter(tags=["search"], responses=error_responses(400, 401, 404, 422))
 
 #: finished jobs searched per query, newest first
 MAX_JOBS = 500

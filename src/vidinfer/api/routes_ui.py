@@ -10,6 +10,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from vidinfer.api.deps import CallerDep, ServiceDep
+from vidinfer.api.schemas import error_responses
 from vidinfer.models.registry import BUILTINS
 
 UI_DIR = Path(__file__).parent / "ui"
@@ -29,7 +30,7 @@ def index() -> FileResponse:
     return FileResponse(UI_DIR / "index.html", media_type="text/html")
 
 
-@router.get("/models", tags=["video inference"])
+@router.get("/models", tags=["video inference"], responses=error_responses(401))
 def models(service: ServiceDep, caller: CallerDep) -> dict[str, list[dict[str, Any]]]:
     """The models this workspace can name in a request: built-ins, its projects, and global names."""
     out = []

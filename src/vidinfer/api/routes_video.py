@@ -9,13 +9,13 @@ from fastapi import APIRouter, Header, Query
 
 from vidinfer.api.deps import CallerDep, ServiceDep
 from vidinfer.api.schemas import (
-    ErrorOut,
     JobListOut,
     JobStatusOut,
     UploadIn,
     UploadOut,
     VideoInferIn,
     VideoInferOut,
+    error_responses,
 )
 from vidinfer.core.sampling import MIN_INFER_FPS, parse_fps
 from vidinfer.core.tracking import AnalysisOptions
@@ -28,8 +28,7 @@ from vidinfer.models.registry import BUILTINS
 from vidinfer.storage.base import parse_s3_url, safe_name
 
 router = APIRouter(tags=["video inference"])
-ERRORS = {400: {"model": ErrorOut}, 401: {"model": ErrorOut}, 404: {"model": ErrorOut}, 422: {"model": ErrorOut},
-          429: {"model": ErrorOut}}
+ERRORS = error_responses(400, 401, 404, 422, 429)
 _COMMON_PARAMS = {"confidence", "iou", "overlap", "iou_threshold", "confidence_threshold", "max_detections"}
 
 

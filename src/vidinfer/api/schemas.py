@@ -68,6 +68,20 @@ class ErrorOut(BaseModel):
     error: ErrorBody
 
 
+_ERROR_DESCRIPTIONS = {
+    400: "Malformed request (`invalid_request` for a body or parameter that fails validation)",
+    401: "Missing or invalid API key", 403: "Signed URL refused (tampered, expired, unsigned, other method)",
+    404: "Not found, or not this workspace's", 413: "Upload over `VIDINFER_MAX_UPLOAD_BYTES`",
+    422: "Unknown model, or an input URL the server may not fetch", 429: "Too many status calls: see `Retry-After`",
+    500: "Unexpected fault (see the server log)",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route's error answers, all ``{"error": {"code", "message"}}`` (app.py's handler)."""
+    return {code: {"model": ErrorOut, "description": _ERROR_DESCRIPTIONS[code]} for code in codes}
+
+
 class JobStatusOut(BaseModel):
     model_config = ConfigDict(extra="allow")
 

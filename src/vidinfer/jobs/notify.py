@@ -20,7 +20,7 @@ import httpx
 
 from vidinfer.config import Settings
 from vidinfer.errors import VidinferError
-from vidinfer.fetch import UrlPolicy
+from vidinfer.fetch import UrlPolicy, shown_url
 from vidinfer.jobs.store import Job
 from vidinfer.jobs.view import status_body
 from vidinfer.storage.base import BlobStore
@@ -40,21 +40,21 @@ def deliver(url: str, body: bytes, secret: bytes, policy: UrlPolicy, backoff: tu
     for attempt, delay in enumerate((0.0, *backoff)):
         time.sleep(delay)
         try:
-            policy.check(url)
+            target, pinned, extensions = policy.pin(url)  # checked at each try, connected to as checked
             timestamp = str(int(time.time()))
-            response = httpx.post(url, content=body, timeout=10.0, follow_redirects=False, headers={
-                "Content-Type": "application/json",
-                "X-Vidinfer-Timestamp": timestamp,
-                "X-Vidinfer-Signature": sign(secret, timestamp, body),
-            })
+            with httpx.Client(timeout=10.0, follow_redirects=False) as client:
+                response = client.post(target, content=body, extensions=extensions,
+                                       headers={**pinned, "Content-Type": "application/json",
+                                                "X-Vidinfer-Timestamp": timestamp,
+                                                "X-Vidinfer-Signature": sign(secret, timestamp, body)})
             if response.status_code < 300:
                 return True
-            log.warning("webhook %s answered %s (attempt %d)", url, response.status_code, attempt + 1)
+            log.warning("webhook %s answered %s (attempt %d)", shown_url(url), response.status_code, attempt + 1)
         except VidinferError as exc:
-            log.warning("webhook %s refused: %s", url, exc.message)
+            log.warning("webhook %s refused: %s", shown_url(url), exc.message)
             return False
         except httpx.HTTPError as exc:
-            log.warning("webhook %s failed: %s (attempt %d)", url, exc, attempt + 1)
+            log.warning("webhook %s failed: %s (attempt %d)", shown_url(url), exc, attempt + 1)
     return False
 
 
