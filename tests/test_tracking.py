@@ -267,3 +267,21 @@ def test_options_round_trip_and_imply_tracking() -> None:
     assert AnalysisOptions.parse().empty and AnalysisOptions.parse().as_dict() == {}
     results = make_results([Obj(moving(0, 0, 10, 10))], seconds=1)
     assert "tracks" not in analyse(results, AnalysisOptions())
+
+
+def test_a_track_never_passes_from_one_class_to_another() -> None:
+    """A scene cut: a person, then a cat in the same place. Two tracks, not one."""
+    from vidinfer.core.tracking import track_results
+
+    frames = list(range(0, 60, 6))
+    entries = []
+    for i in range(len(frames)):
+        cls, cid = ("person", 0) if i < 5 else ("cat", 15)
+        entries.append({"time": 0.0, "image": {"width": 640, "height": 360}, "predictions": [
+            {"x": 300.0, "y": 180.0, "width": 100.0, "height": 200.0, "confidence": 0.9, "class": cls,
+             "class_id": cid, "detection_id": str(i)}]})
+    results = {"frame_offset": frames, "time_offset": [f / 30 for f in frames], "m": entries}
+    track_results(results, 5.0)
+    ids = [e["predictions"][0]["tracker_id"] for e in results["m"]]
+    assert ids[:5] == [1] * 5 and ids[5:] == [2] * 5
+    assert [t["class"] for t in results["tracks"]["m"]] == ["person", "cat"]

@@ -190,17 +190,21 @@ def track_results(results: dict[str, Any], infer_fps: float | None = None, *,
     times: list[float] = results["time_offset"]
     frames: list[int] = results["frame_offset"]
     summaries: dict[str, list[dict[str, Any]]] = {}
-    for key in detection_columns(results):
-        column = results[key]
-        tracker = ByteTrackTracker(
+    def new_tracker() -> Any:
+        return ByteTrackTracker(
             lost_track_buffer=max(1, math.ceil(lost * 30)),  # counted in 30 fps frames: lost seconds * 30
             frame_rate=fps, track_activation_threshold=HIGH_CONFIDENCE, high_conf_det_threshold=HIGH_CONFIDENCE,
             minimum_consecutive_frames=MIN_CONSECUTIVE, minimum_iou_threshold=MIN_SIMILARITY, iou=DIoU(),
         )
-        #: the tracker's own id (from 0) -> its detections, as (sample, index in that sample's predictions)
-        members: dict[int, list[tuple[int, int]]] = {}
-        #: id(tracklet) -> (tracklet, its first detection), until the tracklet is confirmed
-        spawned: dict[int, tuple[Any, tuple[int, int]]] = {}
+
+    for key in detection_columns(results):
+        column = results[key]
+        #: one tracker per class: a cat never continues a person's track (scene cuts, overlaps)
+        trackers: dict[int, Any] = {}
+        #: (class id, the tracker's own id) -> its detections, as (sample, index in that sample's predictions)
+        members: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        #: id(tracklet) -> (class id, tracklet, its first detection), until the tracklet is confirmed
+        spawned: dict[int, tuple[int, Any, tuple[int, int]]] = {}
         for i, entry in enumerate(column):
             if entry is None:
                 continue
@@ -209,38 +213,47 @@ def track_results(results: dict[str, Any], infer_fps: float | None = None, *,
                 p["tracker_id"] = None
             if i >= len(times):
                 break
-            xyxy = np.array([[p["x"] - p["width"] / 2, p["y"] - p["height"] / 2,
-                              p["x"] + p["width"] / 2, p["y"] + p["height"] / 2] for p in preds],
-                            dtype=np.float32).reshape(-1, 4)
-            detections = sv.Detections(
-                xyxy=xyxy, confidence=np.array([float(p.get("confidence", 1.0)) for p in preds], dtype=np.float32),
-                class_id=np.array([int(p.get("class_id", 0)) for p in preds], dtype=int),
-                data={"index": np.arange(len(preds))},
-            )
-            before = {id(t) for t in tracker.tracks}
-            out = tracker.update(detections, timestamp=float(times[i]))
-            order = [int(j) for j in out.data["index"]] if len(out) else []
-            ids = [int(t) for t in out.tracker_id] if len(out) else []
-            for j, tid in zip(order, ids):
-                if tid >= 0:
-                    members.setdefault(tid, []).append((i, j))
-            # new tracklets were spawned, in order, from the last untracked detections of the output
-            new = [t for t in tracker.tracks if id(t) not in before]
-            if new and len(order) >= len(new) and all(tid < 0 for tid in ids[len(ids) - len(new):]):
-                for t, j in zip(new, order[len(order) - len(new):]):
-                    spawned[id(t)] = (t, (i, j))
-            for ident, (t, first) in list(spawned.items()):
+            by_class: dict[int, list[int]] = {}
+            for j, p in enumerate(preds):
+                by_class.setdefault(int(p.get("class_id", 0)), []).append(j)
+            for cid in by_class:
+                trackers.setdefault(cid, new_tracker())
+            for cid, tracker in trackers.items():  # every tracker steps, so unmatched tracks age by time
+                idx = by_class.get(cid, [])
+                chosen = [preds[j] for j in idx]
+                xyxy = np.array([[p["x"] - p["width"] / 2, p["y"] - p["height"] / 2,
+                                  p["x"] + p["width"] / 2, p["y"] + p["height"] / 2] for p in chosen],
+                                dtype=np.float32).reshape(-1, 4)
+                detections = sv.Detections(
+                    xyxy=xyxy,
+                    confidence=np.array([float(p.get("confidence", 1.0)) for p in chosen], dtype=np.float32),
+                    class_id=np.full(len(chosen), cid, dtype=int),
+                    data={"index": np.array(idx, dtype=int)},
+                )
+                before = {id(t) for t in tracker.tracks}
+                out = tracker.update(detections, timestamp=float(times[i]))
+                order = [int(j) for j in out.data["index"]] if len(out) else []
+                ids = [int(t) for t in out.tracker_id] if len(out) else []
+                for j, tid in zip(order, ids):
+                    if tid >= 0:
+                        members.setdefault((cid, tid), []).append((i, j))
+                # new tracklets were spawned, in order, from the last untracked detections of the output
+                new = [t for t in tracker.tracks if id(t) not in before]
+                if new and len(order) >= len(new) and all(tid < 0 for tid in ids[len(ids) - len(new):]):
+                    for t, j in zip(new, order[len(order) - len(new):]):
+                        spawned[id(t)] = (cid, t, (i, j))
+            for ident, (cid, t, first) in list(spawned.items()):
                 if t.tracker_id >= 0:  # confirmed: its first detection belongs to it too
-                    members.setdefault(t.tracker_id, []).insert(0, first)
+                    members.setdefault((cid, t.tracker_id), []).insert(0, first)
                     del spawned[ident]
-                elif all(t is not alive for alive in tracker.tracks):
+                elif all(t is not alive for alive in trackers[cid].tracks):
                     del spawned[ident]  # dropped before it was confirmed: a one-off
         summaries[key] = _number_tracks(column, members, frames, times)
     results[TRACKS_KEY] = summaries
     return results
 
 
-def _number_tracks(column: list[Any], members: dict[int, list[tuple[int, int]]], frames: list[int],
+def _number_tracks(column: list[Any], members: dict[Any, list[tuple[int, int]]], frames: list[int],
                    times: list[float]) -> list[dict[str, Any]]:
     """Give tracks ids 1, 2, ... in order of first appearance, set them, and summarise each."""
     tracks = []
