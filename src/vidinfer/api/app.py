@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vidinfer import __version__
-from vidinfer.api import routes_blobs, routes_compat, routes_ui, routes_video
+from vidinfer.api import routes_blobs, routes_compat, routes_search, routes_ui, routes_video
 from vidinfer.api import routes_render
 from vidinfer.api.deps import Service
 from vidinfer.api.ratelimit import RateLimiter
@@ -44,7 +44,7 @@ def create_app(settings: Settings, store: JobStore | None = None,
         settings=settings,
         store=store or JobStore(settings.database),
         blobs=open_store(settings),
-        registry=ModelRegistry(settings.registry_path),
+        registry=ModelRegistry.from_settings(settings),
         status_limiter=RateLimiter(settings.status_rate_per_minute),
         dispatch=dispatch,
     )
@@ -87,6 +87,7 @@ def create_app(settings: Settings, store: JobStore | None = None,
     app.include_router(routes_ui.router)
     app.mount("/ui", routes_ui.static_files(), name="ui")
     app.include_router(routes_video.router)
+    app.include_router(routes_search.router)
     app.include_router(routes_blobs.router)
     app.include_router(routes_render.router)  # POST/GET /videoinfer/render: renders of finished jobs
     app.include_router(routes_compat.router)  # last: its /{workspace} paths would shadow the others

@@ -41,12 +41,11 @@ def worker_main(settings: Settings, worker_id: str, parent_pid: int) -> None:
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {worker_id} %(levelname)s %(name)s: %(message)s")
     from vidinfer.jobs.runner import Runner, parent_alive
     from vidinfer.jobs.store import JobStore
-    from vidinfer.models.registry import LoadOptions, ModelRegistry
+    from vidinfer.models.registry import ModelRegistry
     from vidinfer.storage import open_store
 
-    providers = tuple(p for p in settings.providers.split(",") if p)
     runner = Runner(settings, JobStore(settings.database), open_store(settings),
-                    ModelRegistry(settings.registry_path, LoadOptions(settings.ort_threads, providers)),
+                    ModelRegistry.from_settings(settings),
                     alive=parent_alive(parent_pid))
     from vidinfer.jobs.renders import RenderStore, run_render
 
