@@ -91,6 +91,12 @@ def test_sign_in_upload_run_and_watch_the_predictions_play(browser, server: Serv
                            timeout=30_000)
     page.wait_for_function(PAINTED, arg="#overlay", timeout=10_000)
     assert _painted(page, "#overlay") > 200
+
+    # render the job with its predictions drawn, and offer the MP4
+    page.click("#render")
+    page.wait_for_selector("#download-render:not([hidden])", timeout=180_000)
+    rendered = page.get_attribute("#download-render", "href")
+    assert "/renders/acme/" in rendered and ".mp4" in rendered
     page.screenshot(path=str(tmp_path / "ui.png"))
     assert (tmp_path / "ui.png").stat().st_size > 10_000
     assert not errors, errors

@@ -166,12 +166,54 @@ async function openJob(jobId) {
   const results = await (await fetch(job.output_signed_url)).json();
   player = { job, results, ...index(results) };
   $("#download-results").href = job.output_signed_url;
+  $("#download-render").hidden = true;
+  $("#render-state").textContent = "";
   const video = $("#video");
   video.src = job.video_url;
   drawTimeline();
   drawLegend();
   document.body.dataset.player = "ready";
 }
+
+// -- rendering: the job's video with its predictions drawn, made by a worker -----------------------
+async function showRender(render) {
+  const link = $("#download-render");
+  const state = $("#render-state");
+  if (render.status === 0) {
+    link.href = render.rendered_signed_url;
+    link.hidden = false;
+    state.textContent = "";
+    return;
+  }
+  link.hidden = true;
+  if (render.status > 1) {
+    state.className = "error";
+    state.textContent = render.error ? render.error.message : "the render failed";
+    return;
+  }
+  state.className = "";
+  state.textContent = `rendering… ${Math.round((render.progress || 0) * 100)}%`;
+  const jobId = render.job_id;
+  setTimeout(async () => {
+    if (!player || player.job.job_id !== jobId) return;
+    try {
+      await showRender(await api(`/videoinfer/render?job_id=${encodeURIComponent(jobId)}`));
+    } catch (err) {
+      state.className = "error";
+      state.textContent = err.message;
+    }
+  }, 1000);
+}
+
+$("#render").addEventListener("click", async () => {
+  if (!player) return;
+  try {
+    await showRender(await api(`/videoinfer/render?job_id=${encodeURIComponent(player.job.job_id)}`, { method: "POST" }));
+  } catch (err) {
+    $("#render-state").className = "error";
+    $("#render-state").textContent = err.message;
+  }
+});
 
 // samples: [{time, items: [{model, pred, image}]}]; classes: {name: count}
 function index(results) {
