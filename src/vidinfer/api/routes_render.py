@@ -8,12 +8,12 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from vidinfer.api.deps import CallerDep, Service, ServiceDep
-from vidinfer.api.schemas import ErrorOut
+from vidinfer.api.schemas import error_responses
 from vidinfer.errors import InvalidInput
 from vidinfer.jobs.renders import RenderStore, check_options
 
 router = APIRouter(tags=["rendering"])
-ERRORS = {400: {"model": ErrorOut}, 401: {"model": ErrorOut}, 404: {"model": ErrorOut}}
+ERRORS = error_responses(400, 401, 404, 429)  # 429: the render status shares the status rate limit
 
 
 class RenderIn(BaseModel):
