@@ -12,6 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from seaweed import seaweed_s3  # noqa: E402,F401  (a session fixture: one S3 server per test run)
+from services import pg_database  # noqa: E402,F401  (a fresh PostgreSQL database per test)
 from videos import make_video  # noqa: E402
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,44 +21,20 @@ import httpx
 import pytest
 from seaweed import SeaweedS3, missing_service
 from server import Server
+from services import BROKER, reachable
 from videos import make_video
 
 from vidinfer.inference import ModelRequest, resolve_runs, run_inference
 from vidinfer.models.registry import ModelRegistry
 
-PG_ADMIN = "postgresql://root@127.0.0.1:5432/postgres"
-BROKER = "amqp://guest:guest@127.0.0.1:5672//"
 FPS = 5
 
 
-def _reachable(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
-
-
 @pytest.fixture
-def database() -> Iterator[str]:
-    """A fresh PostgreSQL database, dropped afterwards."""
-    if not _reachable(5432):
-        missing_service("PostgreSQL is not running on 127.0.0.1:5432 (see ../shared/SERVICES.md)")
-    import psycopg
-
-    name = f"vidinfer_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    yield f"postgresql://root@127.0.0.1:5432/{name}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
-@pytest.fixture
-def cluster(tmp_path: Path, database: str, seaweed_s3: SeaweedS3) -> Iterator[Cluster]:
-    if not _reachable(5672):
+def cluster(tmp_path: Path, pg_database: str, seaweed_s3: SeaweedS3) -> Iterator[Cluster]:
+    if not reachable(5672):
         missing_service("RabbitMQ is not running on 127.0.0.1:5672 (see ../shared/SERVICES.md)")
-    c = Cluster(tmp_path, database, seaweed_s3)
+    c = Cluster(tmp_path, pg_database, seaweed_s3)
     try:
         yield c
     finally:

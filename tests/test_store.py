@@ -3,37 +3,19 @@
 from __future__ import annotations
 
 import multiprocessing
-import socket
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from seaweed import missing_service
 
 from vidinfer.jobs.states import JobState
 from vidinfer.jobs.store import JobStore
 
-PG_ADMIN = "postgresql://root@127.0.0.1:5432/postgres"
-
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'jobs.db'}"
-        return
-    try:
-        socket.create_connection(("127.0.0.1", 5432), timeout=1).close()
-    except OSError:
-        missing_service("PostgreSQL is not running on 127.0.0.1:5432")
-    import psycopg
-
-    name = f"vidinfer_store_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    yield f"postgresql://root@127.0.0.1:5432/{name}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        return f"sqlite:///{tmp_path / 'jobs.db'}"
+    return request.getfixturevalue("pg_database")
 
 
 def _drain(url: str, worker: str, out: multiprocessing.Queue) -> None:
