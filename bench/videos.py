@@ -3,7 +3,8 @@
 A 1080p30 H.264 clip like PERFORMANCE.md's (a moving test pattern plus noise,
 ~8 Mb/s, GOP 250), and longer versions made by remuxing the same packets with
 shifted timestamps, so a 10-minute video costs seconds, not an encode.
-``small_clip`` is a 2 s 160x120 clip for the API benchmark's many cheap jobs.
+``small_clip`` is a 2 s 160x120 clip for the API benchmark's many cheap jobs; ``photo_clip`` a few
+seconds over one of scikit-image's photos, for the fault benchmark's jobs (different predictions each).
 """
 
 from __future__ import annotations
@@ -105,6 +106,43 @@ def small_clip(seconds: int = 2, size: tuple[int, int] = (160, 120), fps: int = 
             frame = np.broadcast_to(bars[None].astype(np.uint8), (h, w, 3)).copy()
             bx, by = (5 * i) % (w - 40), (3 * i) % (h - 40)
             frame[by: by + 40, bx: bx + 40] = (255, 255, 255)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    tmp.rename(path)
+    return path
+
+
+PHOTOS = ("astronaut", "chelsea", "coffee", "stereo_motorcycle")
+
+
+def photo_clip(photo: str, seconds: int = 4, size: tuple[int, int] = (320, 240), fps: int = 15) -> Path:
+    """A short H.264 clip panning slowly across one of scikit-image's photos (cached): something for
+    ``coco`` to find (a person, a cat, a cup, a motorcycle), so two videos give different predictions."""
+    import cv2
+    from skimage import data
+
+    w, h = size
+    path = CACHE / f"photo_{photo}_{w}x{h}_{seconds}s.mp4"
+    if path.exists():
+        return path
+    CACHE.mkdir(parents=True, exist_ok=True)
+    image = getattr(data, photo)()
+    image = image[0] if isinstance(image, tuple) else image
+    ih, iw = image.shape[:2]
+    frames = fps * seconds
+    tmp = path.with_suffix(".tmp.mp4")
+    with av.open(str(tmp), "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for i in range(frames):
+            zoom = 1.0 + 0.2 * i / max(1, frames - 1)  # a slow zoom: real motion for the codec
+            cw, ch = int(iw / zoom), int(ih / zoom)
+            x0, y0 = (iw - cw) // 2, (ih - ch) // 2
+            frame = cv2.resize(np.ascontiguousarray(image[y0: y0 + ch, x0: x0 + cw, :3]), size,
+                               interpolation=cv2.INTER_AREA)
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 out.mux(packet)
         for packet in stream.encode():
