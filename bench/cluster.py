@@ -158,21 +158,21 @@ def drop_database(url: str) -> None:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def consumers(queue: str) -> int:
+def consumers(queue: str, broker: str = BROKER) -> int:
     """How many consumers (worker processes' main loops) RabbitMQ has on ``queue``; 0 if none yet."""
     from kombu import Connection
 
-    with Connection(BROKER, connect_timeout=5) as conn:
+    with Connection(broker, connect_timeout=5) as conn:
         try:
             return conn.default_channel.queue_declare(queue, passive=True).consumer_count
         except Exception:  # noqa: BLE001 - not declared yet (no worker has started)
             return 0
 
 
-def delete_queue(queue: str) -> None:
+def delete_queue(queue: str, broker: str = BROKER) -> None:
     from kombu import Connection
 
-    with Connection(BROKER, connect_timeout=5) as conn:
+    with Connection(broker, connect_timeout=5) as conn:
         try:
             conn.default_channel.queue_delete(queue)
         except Exception:  # noqa: BLE001 - never declared
@@ -192,6 +192,7 @@ class Cluster:
         self.queue = f"bench-{uuid.uuid4().hex[:8]}"
         self.env = {"VIDINFER_DATABASE_URL": database, "VIDINFER_BROKER_URL": BROKER, "VIDINFER_QUEUE": self.queue,
                     "VIDINFER_CHUNK_SECONDS": str(chunk_seconds), **s3.env(prefix=self.queue), **extra_env}
+        self.broker = self.env["VIDINFER_BROKER_URL"]  # extra_env may name another broker
         self.api = ApiServer(folder / "api", workers=0, env=self.env)
         self.workers: list[tuple[subprocess.Popen[bytes], Path]] = []
         self._logs = 0
@@ -216,7 +217,7 @@ class Cluster:
             logs.append(log_path)
         want = len(self.running())
         deadline = time.monotonic() + timeout
-        while consumers(self.queue) < want:
+        while consumers(self.queue, self.broker) < want:
             for proc, log_path in started:
                 if proc.poll() is not None:
                     raise RuntimeError(f"worker exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
@@ -239,7 +240,7 @@ class Cluster:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(10)
         deadline = time.monotonic() + 30
-        while consumers(self.queue) and time.monotonic() < deadline:
+        while consumers(self.queue, self.broker) and time.monotonic() < deadline:
             time.sleep(0.2)
 
     def stop(self) -> None:

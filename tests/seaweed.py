@@ -76,7 +76,7 @@ class SeaweedS3:
             raise RuntimeError(f"cannot create bucket {name}: {response.status_code} {response.text[:300]}")
 
 
-def _free_ports(n: int) -> list[int]:
+def free_ports(n: int) -> list[int]:
     socks = []
     try:
         for _ in range(n):
@@ -104,7 +104,7 @@ class SeaweedServer:
         data.mkdir(parents=True, exist_ok=True)
         config = self.folder / "s3.json"
         config.write_text(json.dumps(S3_CONFIG))
-        self.ports = _free_ports(8)
+        self.ports = self.ports or free_ports(8)  # a restart keeps its ports: clients keep their endpoint
         (master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc) = self.ports
         args = [self.weed, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={data}",
                 "-master.volumeSizeLimitMB=64", "-volume.max=20", "-master.telemetry=false",
@@ -134,6 +134,12 @@ class SeaweedServer:
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would; ``start()`` brings it back on the same ports and data."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

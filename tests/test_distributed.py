@@ -7,27 +7,20 @@ killed with SIGKILL mid-job, and the results must equal a single-pass run's.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
 import httpx
 import pytest
+from dist_cluster import FPS, Cluster, single_pass_results, submit, wait_for, without_timings
 from seaweed import SeaweedS3, missing_service
-from server import Server
-from services import BROKER, reachable
+from services import reachable
 from videos import make_video
-
-from vidinfer.inference import ModelRequest, resolve_runs, run_inference
-from vidinfer.models.registry import ModelRegistry
-
-FPS = 5
 
 
 @pytest.fixture
@@ -41,46 +34,6 @@ def cluster(tmp_path: Path, pg_database: str, seaweed_s3: SeaweedS3) -> Iterator
         c.stop()
 
 
-class Cluster:
-    """One API and any number of workers sharing PostgreSQL, a RabbitMQ queue and an S3 bucket."""
-
-    def __init__(self, tmp: Path, database: str, s3: SeaweedS3) -> None:
-        queue = f"test-{uuid.uuid4().hex[:8]}"
-        self.env = {"VIDINFER_DATABASE_URL": database, "VIDINFER_BROKER_URL": BROKER, "VIDINFER_QUEUE": queue,
-                    "VIDINFER_CHUNK_SECONDS": "2", "VIDINFER_DECODE_THREADS": "1", **s3.env(prefix=queue)}
-        self.api = Server(tmp / "api", workers=0, env=self.env).start()
-        self.env["VIDINFER_PUBLIC_URL"] = self.api.url
-        self.workers: list[subprocess.Popen[bytes]] = []
-        self.tmp = tmp
-
-    def worker(self) -> subprocess.Popen[bytes]:
-        log = open(self.tmp / f"worker{len(self.workers)}.log", "wb")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen([sys.executable, "-m", "vidinfer.cli", "worker", "--concurrency", "1"],
-                                env={**self.api.env, **self.env}, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        self.workers.append(proc)
-        return proc
-
-    def kill(self, proc: subprocess.Popen[bytes]) -> None:
-        """SIGKILL a worker and its pool's children, as a machine that loses power would."""
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(30)
-
-    def stop(self) -> None:
-        for proc in self.workers:
-            if proc.poll() is None:
-                self.kill(proc)
-        self.api.stop()
-
-    def chunks(self, job_id: str) -> list[dict]:
-        from vidinfer.jobs.store import JobStore
-
-        return JobStore(self.env["VIDINFER_DATABASE_URL"]).chunks(job_id)
-
-    def logs(self) -> str:
-        return "\n".join(p.read_text()[-2000:] for p in sorted(self.tmp.glob("worker*.log")))
-
-
 @pytest.fixture(scope="module")
 def long_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """12 s at 29.97 fps with B-frames and a GOP that does not divide the chunks: 60 samples at 5 fps."""
@@ -91,30 +44,7 @@ def long_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def single_pass(long_video: Path) -> dict:
     """The embedded engine's results for the same request, in one pass."""
-    runs = resolve_runs(ModelRegistry(), [ModelRequest("coco", "coco")])
-    return _without_timings(run_inference(str(long_video), runs, Fraction(FPS)).results_json)
-
-
-def _without_timings(results: dict) -> dict:
-    return {k: v if k.endswith("_offset") else [{**e, "time": None} if e else e for e in v]
-            for k, v in results.items()}
-
-
-def _submit(c: Cluster, key: str, video: Path) -> str:
-    upload = c.api.upload(key, video)
-    assert "X-Amz-Signature" in upload and "&X-Goog-Expires=" in upload  # S3's presigned URL
-    response = c.api.submit(key, upload, infer_fps=FPS)
-    assert response.status_code == 200, response.text
-    return response.json()["job_id"]
-
-
-def _wait_for(predicate, timeout: float, what: str, c: Cluster) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}\n{c.logs()}")
+    return single_pass_results(long_video)
 
 
 def test_a_long_video_split_across_workers_gives_the_single_pass_results(cluster: Cluster, long_video: Path,
@@ -122,22 +52,22 @@ def test_a_long_video_split_across_workers_gives_the_single_pass_results(cluster
     cluster.worker()
     cluster.worker()
     key = cluster.api.key("acme")
-    job_id = _submit(cluster, key, long_video)
+    job_id = submit(cluster, key, long_video)
     status = cluster.api.wait(key, job_id, timeout=300)
     assert status["status"] == 0, (status, cluster.logs())
     chunks = cluster.chunks(job_id)
     assert len(chunks) == 6 and all(c["done"] and c["runs"] == 1 for c in chunks)
     assert status["frames_done"] == status["frames_total"] == 60
     results = httpx.get(status["output_signed_url"]).json()
-    assert _without_timings(results) == single_pass
+    assert without_timings(results) == single_pass
 
 
 def test_a_worker_killed_mid_chunk_is_replaced_and_the_results_are_unchanged(
         cluster: Cluster, long_video: Path, single_pass: dict) -> None:
     key = cluster.api.key("acme")
     first = cluster.worker()
-    job_id = _submit(cluster, key, long_video)
-    _wait_for(lambda: any(c["frames_done"] > 0 and not c["done"] for c in cluster.chunks(job_id)), 120,
+    job_id = submit(cluster, key, long_video)
+    wait_for(lambda: any(c["frames_done"] > 0 and not c["done"] for c in cluster.chunks(job_id)), 120,
               "a chunk to start", cluster)
     cluster.kill(first)
     interrupted = [c["idx"] for c in cluster.chunks(job_id) if c["runs"] and not c["done"]]
@@ -148,22 +78,22 @@ def test_a_worker_killed_mid_chunk_is_replaced_and_the_results_are_unchanged(
     assert all(c["done"] for c in chunks)
     assert [c["idx"] for c in chunks if c["runs"] == 2] == interrupted  # redelivered once, to the new worker
     assert sum(c["frames_done"] for c in chunks) == status["frames_done"] == 60  # each chunk counted once
-    assert _without_timings(httpx.get(status["output_signed_url"]).json()) == single_pass
+    assert without_timings(httpx.get(status["output_signed_url"]).json()) == single_pass
 
 
 def test_jobs_go_on_when_the_api_is_killed_and_cancel_stops_the_chunks(cluster: Cluster, long_video: Path) -> None:
     key = cluster.api.key("acme")
     cluster.worker()
-    job_id = _submit(cluster, key, long_video)
-    _wait_for(lambda: any(c["frames_done"] > 0 for c in cluster.chunks(job_id)), 120, "work to start", cluster)
+    job_id = submit(cluster, key, long_video)
+    wait_for(lambda: any(c["frames_done"] > 0 for c in cluster.chunks(job_id)), 120, "work to start", cluster)
     cluster.api.kill(signal.SIGKILL)
-    _wait_for(lambda: all(c["done"] for c in cluster.chunks(job_id)), 300, "the job to finish without the API",
+    wait_for(lambda: all(c["done"] for c in cluster.chunks(job_id)), 300, "the job to finish without the API",
               cluster)
     cluster.api.start()
     assert cluster.api.wait(key, job_id)["status"] == 0
 
-    second = _submit(cluster, key, long_video)
-    _wait_for(lambda: any(c["frames_done"] > 0 for c in cluster.chunks(second)), 120, "work to start", cluster)
+    second = submit(cluster, key, long_video)
+    wait_for(lambda: any(c["frames_done"] > 0 for c in cluster.chunks(second)), 120, "work to start", cluster)
     cancelled = httpx.delete(f"{cluster.api.url}/videoinfer", params={"api_key": key, "job_id": second}).json()
     assert cancelled["status"] in (1, 7)
     status = cluster.api.wait(key, second, timeout=60)

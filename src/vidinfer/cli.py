@@ -325,9 +325,9 @@ def _serve_distributed(settings, store, host: str, port: int) -> None:  # noqa: 
     stop = threading.Event()
 
     def sweep() -> None:
-        while not stop.wait(15.0):
+        while not stop.wait(settings.redispatch_seconds / 2):
             try:
-                redispatch_stale(app, store)
+                redispatch_stale(app, store, older_than=settings.redispatch_seconds)
             except Exception as exc:  # noqa: BLE001 - the broker may be restarting; try again later
                 logging.getLogger("vidinfer").warning("re-dispatching queued jobs failed: %s", exc)
 

@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     chunk_seconds: float = 120.0
     #: the broker queue the API and workers share (deployments sharing a broker use different ones)
     queue: str = "vidinfer"
+    #: a job still queued this many seconds after it was saved is sent to the broker again (the API
+    #: checks every half of it): covers a broker that was down at submit and an API killed mid-submit
+    redispatch_seconds: float = 30.0
+    #: how long a worker keeps retrying while the object storage is unreachable before the job fails
+    #: with ``storage_unavailable``; while the database or the broker is down it waits for them
+    outage_seconds: float = 300.0
 
     @property
     def registry_path(self) -> Path:

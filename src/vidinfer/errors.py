@@ -15,7 +15,9 @@ machine-readable ``code``; instances may override the code with a finer one.
      ├── FetchError          422  an input URL that cannot be fetched
      ├── ModelError          422  unknown model, unsupported ONNX layout
      ├── Cancelled           409  the job was cancelled while running
-     └── StorageError        500  the blob store failed
+     ├── StorageError        500  the blob store failed
+     └── Unavailable         503  a service vidinfer needs (database, broker, object storage)
+                                  cannot be reached: transient, try again
 """
 
 from __future__ import annotations
@@ -105,6 +107,17 @@ class StorageError(VidinferError):
     status_code = 500
     code = "storage_error"
     exit_code = 6
+
+
+class Unavailable(VidinferError):
+    """A service is down or restarting (``database_unavailable``, ``broker_unavailable``,
+    ``storage_unavailable``): the same call may well succeed in a few seconds, so workers wait and
+    retry instead of failing the job, and the API answers 503 with ``Retry-After``."""
+
+    status_code = 503
+    code = "service_unavailable"
+    exit_code = 7
+    retry_after = 5
 
 
 #: Exit code of ``vidinfer infer`` when results were written but part of the

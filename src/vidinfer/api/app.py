@@ -17,7 +17,7 @@ from vidinfer.api.deps import Service
 from vidinfer.api.ratelimit import RateLimiter
 from vidinfer.api.schemas import error_responses
 from vidinfer.config import Settings
-from vidinfer.errors import RateLimited, VidinferError
+from vidinfer.errors import RateLimited, Unavailable, VidinferError
 from vidinfer.jobs.store import JobStore
 from vidinfer.models.registry import ModelRegistry
 from vidinfer.results_schema import results_schema
@@ -38,7 +38,7 @@ def create_app(settings: Settings, store: JobStore | None = None,
         title="vidinfer", version=__version__,
         description="Video inference with a Roboflow-compatible API. Every call takes `?api_key=`. "
                     "Errors are `{\"error\": {\"code\", \"message\"}}`.",
-        responses=error_responses(500),
+        responses=error_responses(500, 503),
     )
     app.state.service = Service(
         settings=settings,
@@ -51,8 +51,8 @@ def create_app(settings: Settings, store: JobStore | None = None,
 
     @app.exception_handler(VidinferError)
     async def vidinfer_error(_request: Request, exc: VidinferError) -> JSONResponse:
-        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
-        status = exc.status_code if exc.status_code < 500 else 500
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, (RateLimited, Unavailable)) else None
+        status = exc.status_code if exc.status_code < 500 or isinstance(exc, Unavailable) else 500
         if status >= 500:
             log.error("%s: %s", exc.code, exc.message)
         return _error(status, exc.code, exc.message, headers)

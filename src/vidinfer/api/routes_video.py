@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Annotated
 
@@ -19,7 +20,7 @@ from vidinfer.api.schemas import (
 )
 from vidinfer.core.sampling import MIN_INFER_FPS, parse_fps
 from vidinfer.core.tracking import AnalysisOptions
-from vidinfer.errors import InvalidInput
+from vidinfer.errors import InvalidInput, Unavailable
 from vidinfer.fetch import UrlPolicy
 from vidinfer.jobs.requests import check_own_upload, model_requests, model_spec, upload_prefix
 from vidinfer.jobs.view import status_body
@@ -27,6 +28,7 @@ from vidinfer.models.base import InferenceParams
 from vidinfer.models.registry import BUILTINS
 from vidinfer.storage.base import parse_s3_url, safe_name
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["video inference"])
 ERRORS = error_responses(400, 401, 404, 422, 429)
 _COMMON_PARAMS = {"confidence", "iou", "overlap", "iou_threshold", "confidence_threshold", "max_detections"}
@@ -79,9 +81,13 @@ def submit(service: ServiceDep, caller: CallerDep, body: VideoInferIn,
         caller.workspace, input_url=body.input_url, infer_fps=f"{fps.numerator}/{fps.denominator}", models=models,
         notify_url=body.notify_url, idempotency_key=idempotency_key, options=options.as_dict(),
     )
-    if created and service.dispatch is not None:
-        service.dispatch(job.id)
     message = "job queued" if created else "an earlier submission with this Idempotency-Key"
+    if created and service.dispatch is not None:
+        try:
+            service.dispatch(job.id)
+        except Unavailable as exc:  # the job is saved: the API sends it again once the broker is back
+            log.warning("job %s saved but not sent: %s", job.id, exc.message)
+            message = "job queued; the message broker is unreachable, so it starts once the broker is back"
     return VideoInferOut(job_id=job.id, message=message)
 
 

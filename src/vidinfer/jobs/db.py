@@ -22,7 +22,10 @@ from sqlalchemy import (
     create_engine,
     event,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, ExceptionContext
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from vidinfer.errors import Unavailable
 
 metadata = MetaData()
 
@@ -97,9 +100,25 @@ def make_engine(url: str) -> Engine:
     else:
         if url.startswith(("postgresql://", "postgres://")):  # the driver vidinfer installs: psycopg 3
             url = "postgresql+psycopg://" + url.split("://", 1)[1]
-        engine = create_engine(url, pool_pre_ping=True)
+        # pre-ping: a connection the server dropped (a restart) is replaced before use, not failed on
+        engine = create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+        event.listen(engine, "handle_error", _unavailable)
     metadata.create_all(engine)
     return engine
+
+
+def _unavailable(context: ExceptionContext) -> None:
+    """A server that cannot be reached or dropped the connection (down, restarting, failing over) raises
+    ``Unavailable``: the API answers 503 and workers wait and retry, where a bug would fail the job.
+
+    Left alone: the pool's pre-ping (its failure just means "reconnect") and every other error."""
+    if context.is_pre_ping:
+        return
+    original = context.original_exception
+    if context.is_disconnect or isinstance(context.sqlalchemy_exception, (OperationalError, InterfaceError)):
+        first = (str(original).strip().splitlines() or [type(original).__name__])[0][:300]
+        raise Unavailable(f"the job database is unreachable ({first}); try again shortly",
+                          code="database_unavailable") from original
 
 
 def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:

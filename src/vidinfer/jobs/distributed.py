@@ -14,6 +14,13 @@ finds the job already claimed, a redelivered chunk overwrites its own output and
 progress, and a second merge writes the same file and finds the job already done.
 Cancelling sets a flag that chunks read between batches. Celery's result backend
 is not used: the API reads the job store.
+
+A service that is down or restarting (``Unavailable``: the database, the broker, the object storage)
+never fails a job by itself: the step that met it waits (1, 2, 4 ... 30 s) and runs again, which its
+idempotence allows; progress writes and cancel checks that meet a database outage are skipped, so a
+chunk's inference goes on through it. Only the object storage and the broker have a limit,
+``outage_seconds``, after which the job fails with ``service_unavailable`` and the reason; without the
+database no outcome could be recorded, so workers wait for it.
 """
 
 from __future__ import annotations
@@ -24,18 +31,20 @@ import os
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from celery import Celery
+from kombu.exceptions import OperationalError as BrokerError
 
 from vidinfer.config import Settings
 from vidinfer.core.chunks import merge_results, plan_chunks
 from vidinfer.core.pipeline import expected_samples
 from vidinfer.core.sampling import check_infer_fps, parse_fps
 from vidinfer.core.video import probe
-from vidinfer.errors import Cancelled, VidinferError
+from vidinfer.core.pipeline import Progress
+from vidinfer.errors import Cancelled, Unavailable, VidinferError
 from vidinfer.inference import run_inference
 from vidinfer.jobs import notify
 from vidinfer.jobs.runner import Runner, analyse_results, result_key
@@ -46,6 +55,8 @@ log = logging.getLogger(__name__)
 
 PLAN = "vidinfer.plan"
 CHUNK = "vidinfer.chunk"
+#: the longest wait between two tries of a step that met an outage
+MAX_BACKOFF = 30.0
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -62,24 +73,37 @@ def make_celery(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
+        # a send to a broker that is down gives up within seconds (the API's sweep or a step's retry
+        # sends again), instead of holding a request or a worker
+        task_publish_retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5,
+                                   "interval_max": 1.0},
     )
     app.conf.task_routes = {PLAN: {"queue": settings.queue}, CHUNK: {"queue": settings.queue}}
     engine = _Engine(settings)
 
     @app.task(name=PLAN)
     def plan(job_id: str) -> None:
-        engine.plan(app, job_id)
+        engine.ride_out(job_id, lambda: engine.plan(app, job_id))
 
     @app.task(name=CHUNK)
     def chunk(job_id: str, idx: int) -> None:
-        engine.chunk(job_id, idx)
+        engine.ride_out(job_id, lambda: engine.chunk(job_id, idx))
 
     return app
 
 
+def send(app: Celery, name: str, *args: object) -> None:
+    """Send one task; a broker that cannot be reached raises ``Unavailable`` (``broker_unavailable``)."""
+    try:
+        app.send_task(name, args=list(args))
+    except (BrokerError, OSError) as exc:
+        raise Unavailable(f"the message broker is unreachable ({exc})", code="broker_unavailable") from None
+
+
 def dispatch(app: Celery, job_id: str) -> None:
-    """Hand a queued job to the workers."""
-    app.send_task(PLAN, args=[job_id])
+    """Hand a queued job to the workers (``Unavailable`` if the broker is down: the job stays queued
+    in the store, and ``redispatch_stale`` sends it once the broker is back)."""
+    send(app, PLAN, job_id)
 
 
 def redispatch_stale(app: Celery, store: JobStore, older_than: float = 30.0) -> int:
@@ -122,6 +146,58 @@ class _Engine:
 
     _runner_pid = -1
 
+    # -- outages -----------------------------------------------------------------------
+    def ride_out(self, job_id: str, step: Callable[[], None]) -> None:
+        """Run ``step`` until it gets through the outages it meets; see the module's docstring."""
+        since = time.monotonic()
+        tries = 0
+        while True:
+            try:
+                step()
+                return
+            except Unavailable as exc:
+                waited = time.monotonic() - since
+                if exc.code != "database_unavailable" and waited >= self.settings.outage_seconds:
+                    if self._give_up(job_id, exc, waited):
+                        return
+                delay = min(MAX_BACKOFF, 2.0 ** tries)
+                tries += 1
+                log.warning("job %s: %s; trying again in %.0f s (%.0f s so far)", job_id, exc.message, delay, waited)
+                time.sleep(delay)
+
+    def _give_up(self, job_id: str, exc: Unavailable, waited: float) -> bool:
+        """Fail the job after an outage of ``waited`` seconds; False if even that cannot be written."""
+        try:
+            job = self.runner.store.get(job_id)
+            if job.state is JobState.RUNNING:
+                self._fail(job, Unavailable(f"{exc.message}, for {waited:.0f} s: submit the job again once it is "
+                                            "back", code=exc.code))
+            return True
+        except Unavailable:
+            return False
+
+    def _progress(self, job_id: str, idx: int) -> Callable[[Progress], None]:
+        """Chunk progress for the store; skipped, not fatal, while the database is unreachable."""
+        def report(p: Progress) -> None:
+            try:
+                self.runner.store.chunk_progress(job_id, idx, p.samples_done)
+            except Unavailable as exc:
+                log.warning("job %s chunk %d: progress not recorded: %s", job_id, idx, exc.message)
+
+        return report
+
+    def _cancel_check(self, job: Job) -> Callable[[], bool]:
+        """The runner's cancel check, read as "not cancelled" while the database is unreachable."""
+        check = self.runner.cancel_check(job)
+
+        def cancelled() -> bool:
+            try:
+                return check()
+            except Unavailable:
+                return False
+
+        return cancelled
+
     # -- plan ---------------------------------------------------------------------------
     def plan(self, app: Celery, job_id: str) -> None:
         store = self.runner.store
@@ -139,12 +215,15 @@ class _Engine:
             check_infer_fps(fps, info.fps)
             total = expected_samples(info, fps)
             chunks = plan_chunks(total, fps, self.settings.chunk_seconds)
+        except Unavailable:
+            raise
         except VidinferError as exc:
             self._fail(job, exc)
             return
         if store.set_chunks(job, [(c.k_first, c.k_stop) for c in chunks], total):
-            for c in chunks:
-                app.send_task(CHUNK, args=[job.id, c.index])
+            # the plan is recorded: from here a broker outage retries the sends, not the plan (a plan
+            # run again would find the chunks recorded and send nothing)
+            self.ride_out(job.id, lambda: [send(app, CHUNK, job.id, c.index) for c in chunks])
             log.info("job %s: %d samples in %d chunks", job.id, total, len(chunks))
 
     # -- chunks -------------------------------------------------------------------------
@@ -169,9 +248,11 @@ class _Engine:
                 out = run_inference(
                     str(path), runs, parse_fps(job.infer_fps),
                     batch_size=self.settings.batch_size, decode_threads=self.settings.decode_threads,
-                    on_progress=lambda p: store.chunk_progress(job_id, idx, p.samples_done),
-                    should_cancel=self.runner.cancel_check(job), k_range=(row["k_first"], row["k_stop"]),
+                    on_progress=self._progress(job_id, idx),
+                    should_cancel=self._cancel_check(job), k_range=(row["k_first"], row["k_stop"]),
                 )
+        except Unavailable:
+            raise
         except VidinferError as exc:
             self._fail(job, exc)
             return

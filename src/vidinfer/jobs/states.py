@@ -37,6 +37,7 @@ FAILURE_STATUS: dict[str, int] = {
     "cancelled": 7,  # cancelled with DELETE /videoinfer
     "worker_lost": 8,  # the worker running it died too many times (max_attempts)
     "input_too_large": 9,  # the input is over the size limit
+    "service_unavailable": 10,  # the object storage stayed unreachable for VIDINFER_OUTAGE_SECONDS
 }
 
 
@@ -54,6 +55,8 @@ def failure_kind(exc: BaseException) -> str:
         return "model_error"
     if isinstance(exc, errors.InvalidInput):
         return "invalid_request"
+    if isinstance(exc, errors.Unavailable):
+        return "service_unavailable"
     return "internal_error"
 
 

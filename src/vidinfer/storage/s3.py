@@ -14,6 +14,7 @@ HTTP clients never send a fragment, and the SDK's ``split("&X-Goog-Expires")`` f
 
 from __future__ import annotations
 
+import re
 import tempfile
 import time
 from collections.abc import Iterator
@@ -25,10 +26,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 import obstore
-from obstore.exceptions import NotFoundError, PermissionDeniedError, UnauthenticatedError
+from obstore.exceptions import GenericError, NotFoundError, PermissionDeniedError, UnauthenticatedError
 from obstore.store import S3Store as _ObS3Store
 
-from vidinfer.errors import FetchError, NotFound, PayloadTooLarge, StorageError, VidinferError
+from vidinfer.errors import FetchError, NotFound, PayloadTooLarge, StorageError, Unavailable, VidinferError
 from vidinfer.storage.base import check_key, parse_s3_url
 
 if TYPE_CHECKING:
@@ -41,6 +42,9 @@ PARTS_IN_FLIGHT = 4
 READ_CHUNK = 1024 * 1024
 #: a whole request (a multi-GB GET included) may take this long; a stalled read fails sooner
 CLIENT_OPTIONS = {"timeout": "1h", "read_timeout": "60s", "connect_timeout": "10s"}
+#: how obstore words a server that is down or failing (after its own few retries, ~2 s when refused):
+#: no connection, a timeout, a 5xx answer
+_OUTAGE = re.compile(r"error sending request|connect|timed? ?out|status(?: code)?:? 5\d\d|\b50[234]\b", re.I)
 
 
 def _aws_endpoint(region: str) -> str:
@@ -122,6 +126,11 @@ class S3Store:
         except (PermissionDeniedError, UnauthenticatedError, PermissionError) as exc:
             raise StorageError(f"the S3 server refused access to {self.bucket}/{key}: {_first_line(exc)}",
                                code="storage_forbidden") from None
+        except (GenericError, ConnectionError, TimeoutError) as exc:
+            if not isinstance(exc, GenericError) or _OUTAGE.search(str(exc)):  # down or restarting: try later
+                raise Unavailable(f"the object storage at {self.endpoint} is unreachable ({_first_line(exc)})",
+                                  code="storage_unavailable") from None
+            raise StorageError(f"S3 request for {self.bucket}/{key} failed: {_first_line(exc)}") from None
         except Exception as exc:  # obstore's other errors: network, server, configuration
             raise StorageError(f"S3 request for {self.bucket}/{key} failed: {_first_line(exc)}") from None
 
