@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     status_rate_per_minute: int = 120
     #: attempts a job gets when the worker running it dies, before it fails
     max_attempts: int = 3
+    #: free space (MiB) the data directory keeps: an upload that would eat into it is refused (507), a
+    #: job whose results would fails with ``storage_full``; so the job database always has room
+    min_free_mb: float = 64.0
 
     # -- scale-out (README: "Several machines") ----------------------------------------
     #: Celery broker (amqp://user:pass@host:5672//); empty: the embedded worker pool

@@ -16,6 +16,7 @@ machine-readable ``code``; instances may override the code with a finer one.
      ├── ModelError          422  unknown model, unsupported ONNX layout
      ├── Cancelled           409  the job was cancelled while running
      ├── StorageError        500  the blob store failed
+     │    └── StorageFull    507  the data directory is (nearly) full: free space, then retry
      └── Unavailable         503  a service vidinfer needs (database, broker, object storage)
                                   cannot be reached: transient, try again
 """
@@ -107,6 +108,15 @@ class StorageError(VidinferError):
     status_code = 500
     code = "storage_error"
     exit_code = 6
+
+
+class StorageFull(StorageError):
+    """No room left in the data directory (below ``VIDINFER_MIN_FREE_MB``, or the disk said ENOSPC): the
+    operator must free space. Uploads are refused with 507 and a job that cannot store its results fails
+    with ``storage_full``; nothing half-written is kept."""
+
+    status_code = 507
+    code = "storage_full"
 
 
 class Unavailable(VidinferError):

@@ -38,7 +38,7 @@ def create_app(settings: Settings, store: JobStore | None = None,
         title="vidinfer", version=__version__,
         description="Video inference with a Roboflow-compatible API. Every call takes `?api_key=`. "
                     "Errors are `{\"error\": {\"code\", \"message\"}}`.",
-        responses=error_responses(500, 503),
+        responses=error_responses(500, 503, 507),
     )
     app.state.service = Service(
         settings=settings,
@@ -52,7 +52,7 @@ def create_app(settings: Settings, store: JobStore | None = None,
     @app.exception_handler(VidinferError)
     async def vidinfer_error(_request: Request, exc: VidinferError) -> JSONResponse:
         headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, (RateLimited, Unavailable)) else None
-        status = exc.status_code if exc.status_code < 500 or isinstance(exc, Unavailable) else 500
+        status = exc.status_code  # 500 storage_error, 503 Unavailable, 507 StorageFull: each says what to do
         if status >= 500:
             log.error("%s: %s", exc.code, exc.message)
         return _error(status, exc.code, exc.message, headers)

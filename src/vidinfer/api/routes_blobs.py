@@ -14,7 +14,7 @@ from starlette.convertors import Convertor, register_url_convertor
 from vidinfer.api.deps import Service, ServiceDep
 from vidinfer.api.schemas import error_responses
 from vidinfer.errors import InvalidInput, NotFound, PayloadTooLarge
-from vidinfer.storage.local import LocalStore
+from vidinfer.storage.local import LocalStore, storage_error
 
 
 class _KeyConvertor(Convertor[str]):
@@ -42,9 +42,14 @@ def _local(service: Service) -> LocalStore:
     return service.blobs
 
 
-@router.put("/blobs/{key:blobkey}", responses=error_responses(413))
+#: bytes streamed between two checks of the disk's free space during an upload
+SPACE_CHECK_EVERY = 8 * 2**20
+
+
+@router.put("/blobs/{key:blobkey}", responses=error_responses(413, 507))
 async def put_blob(key: str, request: Request, service: ServiceDep) -> JSONResponse:
-    """Upload to a URL from ``/video_upload_signed_url``: streamed to disk, never held in memory."""
+    """Upload to a URL from ``/video_upload_signed_url``: streamed to disk, never held in memory; refused
+    with 507 ``storage_full`` when the server's disk has no room (the partial file is removed)."""
     blobs = _local(service)
     blobs.verify("PUT", key, request.query_params)
     limit = service.settings.max_upload_bytes
@@ -53,8 +58,8 @@ async def put_blob(key: str, request: Request, service: ServiceDep) -> JSONRespo
     content_length = int(length) if length.isdigit() else 0
     if content_length > limit:
         raise PayloadTooLarge(f"the upload is {content_length} bytes; the limit is {limit}", code="upload_too_large")
-    tmp, dest = blobs.open_upload(key)
-    size = 0
+    tmp, dest = blobs.open_upload(key, content_length)
+    size = checked = 0
     try:
         with open(tmp, "wb") as out:
             async for chunk in request.stream():
@@ -62,10 +67,15 @@ async def put_blob(key: str, request: Request, service: ServiceDep) -> JSONRespo
                 if size > limit:
                     raise PayloadTooLarge(f"the upload is larger than the limit of {limit} bytes",
                                           code="upload_too_large")
+                if size - checked >= SPACE_CHECK_EVERY:  # the disk may fill meanwhile; or no Content-Length
+                    blobs.check_space(content_length - size if content_length else SPACE_CHECK_EVERY, key)
+                    checked = size
                 out.write(chunk)
         if size == 0:
             raise InvalidInput("the upload is empty", code="empty_upload")
         os.replace(tmp, dest)
+    except OSError as exc:
+        raise storage_error(key, exc) from exc
     finally:
         tmp.unlink(missing_ok=True)
     return JSONResponse({"key": key, "size": size})

@@ -74,6 +74,7 @@ _ERROR_DESCRIPTIONS = {
     404: "Not found, or not this workspace's", 413: "Upload over `VIDINFER_MAX_UPLOAD_BYTES`",
     422: "Unknown model, or an input URL the server may not fetch", 429: "Too many status calls: see `Retry-After`",
     500: "Unexpected fault (see the server log)",
+    507: "The server's storage is full (`storage_full`): an operator must free space; nothing was kept",
     503: "A service the API needs is down or restarting (`database_unavailable`, `storage_unavailable`): "
          "retry after `Retry-After` seconds",
 }

@@ -25,7 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine, ExceptionContext
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from vidinfer.errors import Unavailable
+from vidinfer.errors import StorageFull, Unavailable
 
 metadata = MetaData()
 
@@ -97,6 +97,7 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30, "isolation_level": None})
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_begin_immediate)
+        event.listen(engine, "handle_error", _sqlite_full)
     else:
         if url.startswith(("postgresql://", "postgres://")):  # the driver vidinfer installs: psycopg 3
             url = "postgresql+psycopg://" + url.split("://", 1)[1]
@@ -119,6 +120,14 @@ def _unavailable(context: ExceptionContext) -> None:
         first = (str(original).strip().splitlines() or [type(original).__name__])[0][:300]
         raise Unavailable(f"the job database is unreachable ({first}); try again shortly",
                           code="database_unavailable") from original
+
+
+def _sqlite_full(context: ExceptionContext) -> None:
+    """SQLite on a full disk ("database or disk is full", SQLITE_FULL) raises ``StorageFull``: the API
+    answers 507 with what to do instead of a 500, and a worker waits for space to record its job's end."""
+    if "database or disk is full" in str(context.original_exception):
+        raise StorageFull("the job database cannot be written: the server's storage is full; free space on "
+                          "the server, then try again", code="storage_full") from context.original_exception
 
 
 def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:

@@ -19,11 +19,14 @@ import time
 from multiprocessing.process import BaseProcess
 
 from vidinfer.config import Settings
+from vidinfer.errors import StorageFull
 
 log = logging.getLogger(__name__)
 
 #: seconds an idle worker waits before looking for work again
 IDLE_POLL = 0.25
+#: seconds a worker waits before claiming again when the database's disk is full
+FULL_WAIT = 2.0
 
 
 def _die_with_parent() -> None:
@@ -51,9 +54,14 @@ def worker_main(settings: Settings, worker_id: str, parent_pid: int) -> None:
 
     renders = RenderStore(runner.store, settings.max_attempts)
     while runner.alive():
-        job = runner.store.claim(worker_id)
+        try:
+            job = runner.store.claim(worker_id)
+            render = renders.claim(worker_id) if job is None else None  # renders of finished jobs, if no job
+        except StorageFull as exc:  # the database cannot take the claim: wait for space, do not crash-loop
+            log.warning("cannot claim work: %s", exc.message)
+            time.sleep(FULL_WAIT)
+            continue
         if job is None:
-            render = renders.claim(worker_id)  # renders of finished jobs, when no job waits
             if render is not None:
                 log.info("render of job %s: attempt %d", render.job_id, render.attempts)
                 run_render(runner, renders, render)
@@ -95,7 +103,11 @@ class WorkerPool:
             for worker_id, proc in list(self._procs.items()):
                 if proc.is_alive() or self._stop.is_set():
                     continue
-                requeued, failed = store.requeue_running(self.settings.max_attempts, worker=worker_id)
+                try:
+                    requeued, failed = store.requeue_running(self.settings.max_attempts, worker=worker_id)
+                except Exception as exc:  # noqa: BLE001 - a full disk or a locked database: next round
+                    log.warning("worker %s died; its jobs cannot be requeued yet (%s)", worker_id, exc)
+                    continue  # restarted once its jobs are requeued, so none is left "running" behind it
                 log.warning("worker %s died (exit %s); jobs requeued %d, failed %d; restarting it",
                             worker_id, proc.exitcode, requeued, failed)
                 self._spawn(worker_id)

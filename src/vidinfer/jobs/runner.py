@@ -22,7 +22,7 @@ from vidinfer.core.pipeline import ModelRun, Progress, expected_samples
 from vidinfer.core.video import VideoInfo
 from vidinfer.core.sampling import parse_fps
 from vidinfer.core.tracking import AnalysisOptions, analyse
-from vidinfer.errors import InvalidInput, VidinferError
+from vidinfer.errors import InvalidInput, StorageFull, VidinferError
 from vidinfer.fetch import UrlPolicy, fetch_to_file
 from vidinfer.inference import ModelRequest, resolve_runs, run_inference
 from vidinfer.jobs import notify
@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 #: seconds between progress writes and between cancel checks
 PROGRESS_EVERY = 0.5
 CANCEL_EVERY = 1.0
+#: longest wait between two tries to record a job's end while the job database's disk is full
+RECORD_RETRY_MAX = 5.0
 
 
 def result_key(job: Job) -> str:
@@ -67,13 +69,30 @@ class Runner:
         except VidinferError as exc:
             kind = failure_kind(exc)
             log.info("job %s %s: %s", job.id, kind, exc.message)
-            self.store.fail(job, kind, exc.code, exc.message)
+            self._record(job, lambda: self.store.fail(job, kind, exc.code, exc.message))
         except Exception as exc:  # a bug: keep the worker alive and say what happened
             log.exception("job %s failed unexpectedly", job.id)
-            self.store.fail(job, "internal_error", "internal_error", f"{type(exc).__name__}: {exc}")
+            message = f"{type(exc).__name__}: {exc}"
+            self._record(job, lambda: self.store.fail(job, "internal_error", "internal_error", message))
         else:
-            self.store.finish(job, result_key(job), stats)
+            self._record(job, lambda: self.store.finish(job, result_key(job), stats))
         notify.job_ended(self.store.get(job.id), self.settings, self.blobs)
+
+    def _record(self, job: Job, write: Callable[[], object]) -> None:
+        """Record the job's end, waiting while the database's disk is full: a worker that crashed here
+        would be restarted to run the job again into the same full disk, and a job left "running" by a
+        live worker would never be requeued."""
+        wait = 0.5
+        while True:
+            try:
+                write()
+                return
+            except StorageFull as exc:
+                log.warning("job %s: cannot record its end yet (%s); retrying in %.1f s", job.id, exc.message, wait)
+            if not self.alive():
+                raise SystemExit("the server that started this worker is gone")
+            time.sleep(wait)
+            wait = min(RECORD_RETRY_MAX, wait * 2)
 
     def resolve(self, job: Job) -> list[ModelRun]:
         """The job's models, loaded (once per process) with their params checked."""

@@ -37,6 +37,7 @@ FAILURE_STATUS: dict[str, int] = {
     "cancelled": 7,  # cancelled with DELETE /videoinfer
     "worker_lost": 8,  # the worker running it died too many times (max_attempts)
     "input_too_large": 9,  # the input is over the size limit
+    "storage_full": 11,  # the server's data directory is full: the results could not be stored
     "service_unavailable": 10,  # the object storage stayed unreachable for VIDINFER_OUTAGE_SECONDS
 }
 
@@ -47,6 +48,8 @@ def failure_kind(exc: BaseException) -> str:
         return "cancelled"
     if isinstance(exc, errors.PayloadTooLarge):
         return "input_too_large"
+    if isinstance(exc, errors.StorageFull):
+        return "storage_full"
     if isinstance(exc, errors.DecodeError):
         return "invalid_video"
     if isinstance(exc, (errors.FetchError, errors.NotFound)):

@@ -20,4 +20,5 @@ def open_store(settings: Settings) -> BlobStore:
                            f"{settings.storage_url[:200]!r}", code="invalid_setting")
     from vidinfer.storage.local import LocalStore
 
-    return LocalStore(settings.data_dir / "blobs", settings.secret(), settings.public_url)
+    return LocalStore(settings.data_dir / "blobs", settings.secret(), settings.public_url,
+                      min_free_bytes=int(settings.min_free_mb * 2**20))

@@ -9,6 +9,7 @@ method on one object until it expires, and any change to it is refused.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
 import os
@@ -20,19 +21,41 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
-from vidinfer.errors import Forbidden, NotFound, PayloadTooLarge, StorageError
+from vidinfer.errors import Forbidden, NotFound, PayloadTooLarge, StorageError, StorageFull
 from vidinfer.storage.base import check_key
 
 URL_PREFIX = "/blobs/"
+#: what a full disk (or a user's exhausted quota) says
+FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def storage_error(key: str, exc: OSError) -> StorageError:
+    """An ``OSError`` while writing ``key`` as vidinfer's error: ``StorageFull`` for a full disk."""
+    if exc.errno in FULL:
+        return StorageFull(f"cannot store {key}: the server's storage is full; free space on the server, "
+                           "then try again", code="storage_full")
+    return StorageError(f"cannot store {key}: {exc.strerror or exc}")
 
 
 class LocalStore:
-    """Files under ``root``; URLs on ``public_url`` signed with ``secret``."""
+    """Files under ``root``; URLs on ``public_url`` signed with ``secret``. Writes that would leave less
+    than ``min_free_bytes`` free on the disk are refused with ``StorageFull`` (room kept for the database)."""
 
-    def __init__(self, root: Path, secret: bytes, public_url: str) -> None:
+    def __init__(self, root: Path, secret: bytes, public_url: str, *, min_free_bytes: int = 0) -> None:
         self.root = root
         self.secret = secret
         self.public_url = public_url.rstrip("/")
+        self.min_free_bytes = min_free_bytes
+
+    def check_space(self, incoming: int, key: str = "the upload") -> None:
+        """Raise ``StorageFull`` unless ``incoming`` more bytes leave ``min_free_bytes`` free."""
+        root = self.root if self.root.exists() else self.root.parent
+        free = shutil.disk_usage(root).free
+        if free - incoming < self.min_free_bytes:
+            raise StorageFull(
+                f"cannot store {key}: the server's storage is full ({free / 2**20:.1f} MiB free, "
+                f"{self.min_free_bytes / 2**20:.0f} MiB kept in reserve); free space on the server, then try again",
+                code="storage_full")
 
     # -- signing ------------------------------------------------------------------
     def _signature(self, method: str, key: str, expires_at: int) -> str:
@@ -83,28 +106,32 @@ class LocalStore:
 
     def put_file(self, key: str, path: Path) -> None:
         dest = self.path(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        self.check_space(path.stat().st_size, key)
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
         try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, tmp)
             os.replace(tmp, dest)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
-            raise StorageError(f"cannot store {key}: {exc.strerror or exc}") from exc
+            raise storage_error(key, exc) from exc
 
     def put_bytes(self, key: str, data: bytes) -> None:
         dest = self.path(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+        self.check_space(len(data), key)
+        tmp = ""
         try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
             with os.fdopen(fd, "wb") as out:
                 out.write(data)
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, dest)
         except OSError as exc:
-            Path(tmp).unlink(missing_ok=True)
-            raise StorageError(f"cannot store {key}: {exc.strerror or exc}") from exc
+            if tmp:
+                Path(tmp).unlink(missing_ok=True)
+            raise storage_error(key, exc) from exc
 
     def get_bytes(self, key: str) -> bytes:
         try:
@@ -125,10 +152,15 @@ class LocalStore:
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
 
-    def open_upload(self, key: str) -> tuple[Path, Path]:
-        """(temporary file to stream into, final path): the caller renames when complete."""
+    def open_upload(self, key: str, size: int = 0) -> tuple[Path, Path]:
+        """(temporary file to stream into, final path): the caller renames when complete. Refused with
+        ``StorageFull`` when ``size`` announced bytes would not fit."""
         dest = self.path(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        self.check_space(size, key)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        except OSError as exc:
+            raise storage_error(key, exc) from exc
         os.close(fd)
         return Path(tmp), dest
