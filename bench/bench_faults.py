@@ -18,12 +18,15 @@ time-stamped copy. Run: ``.venv/bin/python bench/bench_faults.py --mode all`` (a
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import random
+import re
 import signal
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from apiserver import ApiServer  # noqa: E402
 from cluster import Cluster, Seaweed, create_database, delete_queue, drop_database, reachable  # noqa: E402
-from faults import SERVER_ENV, Client, Fault, FaultInjector, children, ok, reference, report_line, run_batch, sigkill, videos, write_results  # noqa: E402,E501
+from faults import (  # noqa: E402
+    RESULTS, SERVER_ENV, Client, Fault, FaultInjector, children, ok, reference, report_line, run_batch, sigkill, videos,
+    write_results,
+)
 
 from bench_scale import loadavg  # noqa: E402
 
@@ -59,7 +65,7 @@ def embedded(tmp: Path, args: argparse.Namespace, clips: list[Path], expected: d
 
         faults = FaultInjector([Fault("pool_worker", kill_pool_worker, weight=4),
                                 Fault("serve", lambda: restart_api(server), limit=args.api_kills)],
-                               interval=(args.min_interval, args.max_interval))
+                               interval=(args.min_interval, args.max_interval), max_total=args.kills)
         report = run_batch(Client(server.url, key), uploads, expected, jobs=args.jobs, infer_fps=args.fps,
                            faults=faults)
         report["server_log"] = log_counts(server.log.read_text(errors="replace"))
@@ -102,7 +108,7 @@ def distributed(tmp: Path, args: argparse.Namespace, clips: list[Path], expected
         faults = FaultInjector([Fault("worker", kill_worker, weight=2),
                                 Fault("worker_child", kill_worker_child, weight=2),
                                 Fault("api", lambda: restart_api(cluster.api), limit=args.api_kills)],
-                               interval=(args.min_interval, args.max_interval))
+                               interval=(args.min_interval, args.max_interval), max_total=args.kills)
         report = run_batch(Client(cluster.api.url, key), uploads, expected, jobs=args.jobs, infer_fps=args.fps,
                            faults=faults)
         logs = "".join(p.read_text(errors="replace") for p in (tmp / "cluster").glob("worker*.log"))
@@ -117,10 +123,16 @@ def distributed(tmp: Path, args: argparse.Namespace, clips: list[Path], expected
         s3.stop()
 
 
-def log_counts(text: str) -> dict[str, int]:
-    """Tracebacks and errors in the servers' logs: a fault should leave a warning, not a crash."""
+EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Lost\w*))\b(.{0,120})", re.MULTILINE)
+
+
+def log_counts(text: str) -> dict[str, Any]:
+    """Tracebacks and errors in the servers' logs (a fault should leave a warning, not a crash), and the
+    exceptions they end with, so a run says what they were after its folder is gone."""
     return {"tracebacks": text.count("Traceback (most recent call last)"), "error_lines": text.count(" ERROR "),
-            "database_locked": text.count("database is locked")}
+            "database_locked": text.count("database is locked"),
+            "exceptions": dict(Counter(re.sub(r"\d+", "N", f"{name}{rest}").strip()
+                                       for name, rest in EXCEPTION_LINE.findall(text)))}
 
 
 def main() -> None:
@@ -129,9 +141,10 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=40, help="jobs per mode")
     parser.add_argument("--fps", type=float, default=5.0, help="infer_fps of each job")
     parser.add_argument("--workers", type=int, default=2, help="pool workers (embedded) / worker processes")
+    parser.add_argument("--kills", type=int, default=30, help="faults injected per mode, at most")
     parser.add_argument("--api-kills", type=int, default=3, help="SIGKILLs of the API process per mode")
-    parser.add_argument("--min-interval", type=float, default=2.0, help="seconds between faults, at least")
-    parser.add_argument("--max-interval", type=float, default=5.0, help="seconds between faults, at most")
+    parser.add_argument("--min-interval", type=float, default=3.0, help="seconds between faults, at least")
+    parser.add_argument("--max-interval", type=float, default=6.0, help="seconds between faults, at most")
     parser.add_argument("--chunk-seconds", type=float, default=2.0, help="VIDINFER_CHUNK_SECONDS (distributed)")
     parser.add_argument("--no-write", action="store_true", help="print the report only")
     args = parser.parse_args()
@@ -143,7 +156,8 @@ def main() -> None:
     expected = reference(clips, args.fps)
     report: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "loadavg_before": loadavg()},
-        "settings": {"jobs": args.jobs, "infer_fps": args.fps, "workers": args.workers, "api_kills": args.api_kills,
+        "settings": {"jobs": args.jobs, "infer_fps": args.fps, "workers": args.workers, "kills": args.kills,
+                     "api_kills": args.api_kills,
                      "fault_interval_s": [args.min_interval, args.max_interval], "chunk_seconds": args.chunk_seconds,
                      "videos": [p.name for p in clips], "model": "coco"},
         "modes": {},
@@ -163,6 +177,13 @@ def main() -> None:
         for job in r["failed"]["jobs"] + r["lost"]["jobs"] + r["corrupt"]["jobs"]:
             print(f"    {job}")
     if not args.no_write:
+        latest = RESULTS / "faults.json"
+        if args.mode != "all" and latest.exists():  # one mode re-run: keep the other mode's last figures
+            earlier = json.loads(latest.read_text())
+            report["modes"] = {**earlier.get("modes", {}), **report["modes"]}
+            report["ok"] = {**earlier.get("ok", {}), **report["ok"]}
+            report.setdefault("earlier_runs", {}).update(
+                {mode: earlier.get("machine", {}) for mode in earlier.get("modes", {}) if mode not in modes})
         print(f"wrote {write_results('faults', report)}")
     sys.exit(0 if all(report["ok"].values()) else 1)
 

@@ -83,11 +83,15 @@ class Fault:
 
 
 class FaultInjector:
-    """Injects a random ``Fault`` every ``interval`` (min, max) seconds in a thread, until stopped."""
+    """Injects a random ``Fault`` every ``interval`` (min, max) seconds in a thread, until stopped or
+    ``max_total`` faults are in (a cap keeps a run's length bounded and its failures meaningful: a job
+    killed ``VIDINFER_MAX_ATTEMPTS`` times fails with ``worker_lost`` by design)."""
 
-    def __init__(self, faults: list[Fault], interval: tuple[float, float] = (2.0, 5.0), seed: int = 7) -> None:
+    def __init__(self, faults: list[Fault], interval: tuple[float, float] = (2.0, 5.0), seed: int = 7,
+                 max_total: int | None = None) -> None:
         self.faults = faults
         self.interval = interval
+        self.max_total = max_total
         self.rng = random.Random(seed)
         self.done: Counter[str] = Counter()
         self.skipped: Counter[str] = Counter()  # chosen, but nothing to inject it on
@@ -107,7 +111,7 @@ class FaultInjector:
     def _run(self) -> None:
         while not self._stop.wait(self.rng.uniform(*self.interval)):
             open_ = [f for f in self.faults if f.limit is None or self.done[f.name] < f.limit]
-            if not open_:
+            if not open_ or (self.max_total is not None and sum(self.done.values()) >= self.max_total):
                 return
             fault = self.rng.choices(open_, weights=[f.weight for f in open_])[0]
             try:

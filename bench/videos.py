@@ -9,6 +9,7 @@ seconds over one of scikit-image's photos, for the fault benchmark's jobs (diffe
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -87,25 +88,16 @@ def repeated(source: Path, times: int) -> Path:
     return path
 
 
-def small_clip(seconds: int = 2, size: tuple[int, int] = (160, 120), fps: int = 30) -> Path:
-    """A short, small H.264 clip (default 2 s 160x120 at 30 fps, cached): cheap jobs for the API benchmark."""
-    w, h = size
-    path = CACHE / f"small_{w}x{h}_{seconds}s.mp4"
-    if path.exists():
-        return path
+def encode_rgb(path: Path, frames: Iterable[np.ndarray], size: tuple[int, int], fps: int) -> Path:
+    """RGB frames as an H.264 yuv420p MP4, written to a temporary name and renamed (a cache never holds
+    half a clip)."""
     CACHE.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.mp4")
-    x = np.arange(w, dtype=np.int32)
     with av.open(str(tmp), "w") as out:
         stream = out.add_stream("libx264", rate=fps)
         stream.width, stream.height = size
         stream.pix_fmt = "yuv420p"
-        for i in range(fps * seconds):
-            shifted = (x + 4 * i) % w
-            bars = np.stack([shifted * 255 // w, (w - shifted) * 255 // w, (shifted * 3) % 256], axis=-1)
-            frame = np.broadcast_to(bars[None].astype(np.uint8), (h, w, 3)).copy()
-            bx, by = (5 * i) % (w - 40), (3 * i) % (h - 40)
-            frame[by: by + 40, bx: bx + 40] = (255, 255, 255)
+        for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 out.mux(packet)
         for packet in stream.encode():
@@ -114,11 +106,31 @@ def small_clip(seconds: int = 2, size: tuple[int, int] = (160, 120), fps: int = 
     return path
 
 
+def small_clip(seconds: int = 2, size: tuple[int, int] = (160, 120), fps: int = 30) -> Path:
+    """A short, small H.264 clip (default 2 s 160x120 at 30 fps, cached): cheap jobs for the API benchmark."""
+    w, h = size
+    path = CACHE / f"small_{w}x{h}_{seconds}s.mp4"
+    if path.exists():
+        return path
+    x = np.arange(w, dtype=np.int32)
+
+    def frames() -> Iterator[np.ndarray]:
+        for i in range(fps * seconds):
+            shifted = (x + 4 * i) % w
+            bars = np.stack([shifted * 255 // w, (w - shifted) * 255 // w, (shifted * 3) % 256], axis=-1)
+            frame = np.broadcast_to(bars[None].astype(np.uint8), (h, w, 3)).copy()
+            bx, by = (5 * i) % (w - 40), (3 * i) % (h - 40)
+            frame[by: by + 40, bx: bx + 40] = (255, 255, 255)
+            yield frame
+
+    return encode_rgb(path, frames(), size, fps)
+
+
 PHOTOS = ("astronaut", "chelsea", "coffee", "stereo_motorcycle")
 
 
 def photo_clip(photo: str, seconds: int = 4, size: tuple[int, int] = (320, 240), fps: int = 15) -> Path:
-    """A short H.264 clip panning slowly across one of scikit-image's photos (cached): something for
+    """A short H.264 clip zooming slowly into one of scikit-image's photos (cached): something for
     ``coco`` to find (a person, a cat, a cup, a motorcycle), so two videos give different predictions."""
     import cv2
     from skimage import data
@@ -127,29 +139,20 @@ def photo_clip(photo: str, seconds: int = 4, size: tuple[int, int] = (320, 240),
     path = CACHE / f"photo_{photo}_{w}x{h}_{seconds}s.mp4"
     if path.exists():
         return path
-    CACHE.mkdir(parents=True, exist_ok=True)
     image = getattr(data, photo)()
     image = image[0] if isinstance(image, tuple) else image
     ih, iw = image.shape[:2]
-    frames = fps * seconds
-    tmp = path.with_suffix(".tmp.mp4")
-    with av.open(str(tmp), "w") as out:
-        stream = out.add_stream("libx264", rate=fps)
-        stream.width, stream.height = size
-        stream.pix_fmt = "yuv420p"
-        for i in range(frames):
-            zoom = 1.0 + 0.2 * i / max(1, frames - 1)  # a slow zoom: real motion for the codec
+    count = fps * seconds
+
+    def frames() -> Iterator[np.ndarray]:
+        for i in range(count):
+            zoom = 1.0 + 0.2 * i / max(1, count - 1)  # a slow zoom: real motion for the codec
             cw, ch = int(iw / zoom), int(ih / zoom)
             x0, y0 = (iw - cw) // 2, (ih - ch) // 2
-            frame = cv2.resize(np.ascontiguousarray(image[y0: y0 + ch, x0: x0 + cw, :3]), size,
-                               interpolation=cv2.INTER_AREA)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    tmp.rename(path)
-    return path
+            yield cv2.resize(np.ascontiguousarray(image[y0: y0 + ch, x0: x0 + cw, :3]), size,
+                             interpolation=cv2.INTER_AREA)
 
+    return encode_rgb(path, frames(), size, fps)
 
 if __name__ == "__main__":
     clip = one_minute_1080p()

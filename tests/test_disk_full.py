@@ -144,6 +144,30 @@ def test_a_full_disk_refuses_uploads_fails_jobs_with_storage_full_and_recovers(
         assert server.proc.poll() is None and server.proc.pid == pid  # the same server all along
 
 
+def test_an_upload_that_meets_a_real_enospc_mid_stream_is_refused_and_removed(
+        small_disk: Path, tmp_path: Path, video: Path) -> None:
+    """No reserve and no Content-Length (a chunked upload): the disk itself refuses a write mid-stream."""
+    server = Server(small_disk / "data", workers=0, env={"VIDINFER_MIN_FREE_MB": "0"})
+    server.log = tmp_path / "server.log"
+    with server:
+        key = server.key()
+        data = video.read_bytes()
+
+        def put() -> httpx.Response:
+            url = httpx.post(f"{server.url}/video_upload_signed_url", params={"api_key": key},
+                             json={"file_name": "clip.mp4"}).json()["signed_url"]
+            return httpx.put(url, content=iter([data[i: i + 4096] for i in range(0, len(data), 4096)]))
+
+        filler = fill_completely(small_disk)
+        refused = put()
+        assert refused.status_code == 507, refused.text
+        assert refused.json()["error"]["code"] == "storage_full"
+        assert stray_files(small_disk / "data" / "blobs") == []
+        filler.unlink()
+        assert put().status_code == 200
+        assert server.proc.poll() is None
+
+
 def test_the_stores_turn_a_real_enospc_into_storage_full(small_disk: Path, tmp_path: Path) -> None:
     """With no reserve, the disk's own ENOSPC: the blob store and SQLite both raise ``StorageFull``."""
     store = LocalStore(small_disk / "blobs", b"secret", "http://127.0.0.1:1", min_free_bytes=0)
@@ -171,7 +195,8 @@ WRITER = """
 import sys
 from pathlib import Path
 from vidinfer.storage.local import LocalStore
-LocalStore(Path(sys.argv[1]), b"secret", "http://127.0.0.1:1").put_bytes("results/acme/job.json", b"[" + b"0," * (60 * 2**20) + b"0]")
+big = b"[" + b"0," * (60 * 2**20) + b"0]"
+LocalStore(Path(sys.argv[1]), b"secret", "http://127.0.0.1:1").put_bytes("results/acme/job.json", big)
 """
 
 
