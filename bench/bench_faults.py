@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from apiserver import ApiServer  # noqa: E402
 from cluster import Cluster, Seaweed, create_database, delete_queue, drop_database, reachable  # noqa: E402
 from faults import (  # noqa: E402
-    RESULTS, SERVER_ENV, Client, Fault, FaultInjector, children, ok, reference, report_line, run_batch, sigkill, videos,
-    write_results,
+    RESULTS, SERVER_ENV, Client, Fault, FaultInjector, batch_arguments, children, ok, reference, report_line,
+    run_batch, sigkill, videos, write_results,
 )
 
 from bench_scale import loadavg  # noqa: E402
@@ -138,15 +138,9 @@ def log_counts(text: str) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mode", choices=["embedded", "distributed", "all"], default="all")
-    parser.add_argument("--jobs", type=int, default=40, help="jobs per mode")
-    parser.add_argument("--fps", type=float, default=5.0, help="infer_fps of each job")
-    parser.add_argument("--workers", type=int, default=2, help="pool workers (embedded) / worker processes")
+    batch_arguments(parser, max_interval=6.0)
     parser.add_argument("--kills", type=int, default=30, help="faults injected per mode, at most")
     parser.add_argument("--api-kills", type=int, default=3, help="SIGKILLs of the API process per mode")
-    parser.add_argument("--min-interval", type=float, default=3.0, help="seconds between faults, at least")
-    parser.add_argument("--max-interval", type=float, default=6.0, help="seconds between faults, at most")
-    parser.add_argument("--chunk-seconds", type=float, default=2.0, help="VIDINFER_CHUNK_SECONDS (distributed)")
-    parser.add_argument("--no-write", action="store_true", help="print the report only")
     args = parser.parse_args()
     for k in [k for k in os.environ if k.startswith("VIDINFER_")]:
         del os.environ[k]  # the benchmark sets every setting it uses
@@ -174,6 +168,7 @@ def main() -> None:
     print(f"\nload {report['machine']['loadavg_before']} -> {report['machine']['loadavg_after']}")
     for mode, r in report["modes"].items():
         print(report_line(mode, r))
+        print(f"    server logs: {r['server_log']}")
         for job in r["failed"]["jobs"] + r["lost"]["jobs"] + r["corrupt"]["jobs"]:
             print(f"    {job}")
     if not args.no_write:

@@ -34,7 +34,7 @@ sys.path.append(str(HERE.parent / "tests"))  # the service helpers live beside t
 from bench_faults import log_counts  # noqa: E402
 from bench_scale import loadavg  # noqa: E402
 from cluster import Cluster  # noqa: E402
-from faults import SERVER_ENV, Client, Fault, FaultInjector, ok, reference, report_line, run_batch, videos, write_results  # noqa: E402,E501
+from faults import SERVER_ENV, Client, Fault, FaultInjector, batch_arguments, ok, reference, report_line, run_batch, videos, write_results  # noqa: E402,E501
 from seaweed import SeaweedServer, weed_binary  # noqa: E402
 from services import PrivatePostgres, PrivateRabbit, postgres_bin  # noqa: E402
 
@@ -49,17 +49,11 @@ def outage(stop: Any, start: Any, seconds: float) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--jobs", type=int, default=40)
-    parser.add_argument("--fps", type=float, default=5.0, help="infer_fps of each job")
-    parser.add_argument("--workers", type=int, default=2, help="vidinfer worker processes")
+    batch_arguments(parser, max_interval=8.0)
     parser.add_argument("--each", type=int, default=2, help="injections of each kind of fault")
     parser.add_argument("--db-down", type=float, default=5.0, help="seconds PostgreSQL stays down")
     parser.add_argument("--broker-down", type=float, default=5.0, help="seconds RabbitMQ stays down")
     parser.add_argument("--storage-down", type=float, default=40.0, help="seconds SeaweedFS stays down")
-    parser.add_argument("--min-interval", type=float, default=3.0, help="seconds between faults, at least")
-    parser.add_argument("--max-interval", type=float, default=8.0, help="seconds between faults, at most")
-    parser.add_argument("--chunk-seconds", type=float, default=2.0, help="VIDINFER_CHUNK_SECONDS")
-    parser.add_argument("--no-write", action="store_true", help="print the report only")
     args = parser.parse_args()
     for k in [k for k in os.environ if k.startswith("VIDINFER_")]:
         del os.environ[k]  # the benchmark sets every setting it uses

@@ -36,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from apiserver import ApiServer  # noqa: E402
 from cluster import ACCESS_KEY, BUCKET, SECRET_KEY, Cluster, Seaweed, create_database, delete_queue, drop_database, reachable  # noqa: E402
-from videos import CACHE, repeated  # noqa: E402
+from videos import CACHE, encode_rgb, repeated  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 COCO = [{"model_id": "coco", "model_version": "1", "inference_type": "object-detection"}]
@@ -63,18 +64,12 @@ def clip_360p(seconds: int) -> Path:
     path = CACHE / f"scale_640x360_{seconds}s.mp4"
     if path.exists():
         return path
-    CACHE.mkdir(parents=True, exist_ok=True)
     w, h = SIZE
     rng = np.random.default_rng(seconds)
     noises = [rng.integers(-8, 9, size=(h, w, 3), dtype=np.int16) for _ in range(8)]
     x = np.arange(w, dtype=np.int32)
-    tmp = path.with_suffix(".tmp.mp4")
-    with av.open(str(tmp), "w") as out:
-        stream = out.add_stream("libx264", rate=FPS)
-        stream.width, stream.height = SIZE
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"preset": "veryfast", "b": "1500k",
-                          "x264-params": f"keyint={GOP}:min-keyint={GOP}:scenecut=0"}
+
+    def frames() -> Iterator[np.ndarray]:
         for i in range(FPS * seconds):
             shifted = (x + 4 * i) % w
             bars = np.stack([shifted * 255 // w, (w - shifted) * 255 // w, (shifted * 3) % 256], axis=-1)
@@ -82,13 +77,10 @@ def clip_360p(seconds: int) -> Path:
             bx, by = (13 * i) % (w - 120), (7 * i) % (h - 120)
             frame[by: by + 120, bx: bx + 120] = (255, 255, 255)
             frame[by + 40: by + 80, bx + 20: bx + 100] = (20, 20, 160)
-            frame = np.clip(frame.astype(np.int16) + noises[i % len(noises)], 0, 255).astype(np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    tmp.rename(path)
-    return path
+            yield np.clip(frame.astype(np.int16) + noises[i % len(noises)], 0, 255).astype(np.uint8)
+
+    return encode_rgb(path, frames(), SIZE, FPS, options={
+        "preset": "veryfast", "b": "1500k", "x264-params": f"keyint={GOP}:min-keyint={GOP}:scenecut=0"})
 
 
 def describe(path: Path) -> dict[str, Any]:

@@ -24,6 +24,7 @@ Used by ``bench_faults.py`` (process kills, disk full) and by the infrastructure
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import random
@@ -343,7 +344,18 @@ def _listed_ids(client: Client) -> set[str] | None:
     return {j["job_id"] for j in response.json()["jobs"]}
 
 
-# -- the report -----------------------------------------------------------------------------
+# -- the scripts' options and report -------------------------------------------------------------
+def batch_arguments(parser: argparse.ArgumentParser, *, max_interval: float) -> None:
+    """The options every fault benchmark takes: the batch, the workers, the faults' spacing, the chunks."""
+    parser.add_argument("--jobs", type=int, default=40, help="jobs per run")
+    parser.add_argument("--fps", type=float, default=5.0, help="infer_fps of each job")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (embedded: pool workers)")
+    parser.add_argument("--min-interval", type=float, default=3.0, help="seconds between faults, at least")
+    parser.add_argument("--max-interval", type=float, default=max_interval, help="seconds between faults, at most")
+    parser.add_argument("--chunk-seconds", type=float, default=2.0, help="VIDINFER_CHUNK_SECONDS (distributed)")
+    parser.add_argument("--no-write", action="store_true", help="print the report only")
+
+
 def report_line(mode: str, r: dict[str, Any]) -> str:
     """One line of the report: what ``bench/README.md``'s tables show."""
     return (f"{mode:12} kills {r['kills']['total']:3} {r['kills']['by_kind']}  submitted {r['submitted']}  "

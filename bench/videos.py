@@ -88,15 +88,18 @@ def repeated(source: Path, times: int) -> Path:
     return path
 
 
-def encode_rgb(path: Path, frames: Iterable[np.ndarray], size: tuple[int, int], fps: int) -> Path:
-    """RGB frames as an H.264 yuv420p MP4, written to a temporary name and renamed (a cache never holds
-    half a clip)."""
-    CACHE.mkdir(parents=True, exist_ok=True)
+def encode_rgb(path: Path, frames: Iterable[np.ndarray], size: tuple[int, int], fps: int,
+               options: dict[str, str] | None = None) -> Path:
+    """RGB frames as an H.264 yuv420p MP4 (libx264 ``options``), written to a temporary name and renamed
+    (a cache never holds half a clip)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.mp4")
     with av.open(str(tmp), "w") as out:
         stream = out.add_stream("libx264", rate=fps)
         stream.width, stream.height = size
         stream.pix_fmt = "yuv420p"
+        if options:
+            stream.options = options
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 out.mux(packet)
