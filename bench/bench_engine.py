@@ -3,7 +3,7 @@
 On a generated 1080p30 H.264 60 s video, with the same ONNX model throughout,
 at infer_fps 5 and 30, measure side by side in one run:
 
-* ``e2e``: ``run_video`` as the CLI runs it (on the CPU: decode a batch, infer it);
+* ``e2e``: ``run_video`` as the CLI runs it (a decode thread beside the models);
 * ``decode``: decode + sample + convert only, with the pipeline's own code
   (``decode_batches``), keeping the images;
 * ``infer``: inference only, on those same images, in the same batches;
@@ -13,8 +13,8 @@ at infer_fps 5 and 30, measure side by side in one run:
 
 and print ``limit_ratio`` = e2e wall / max(decode wall, infer wall,
 (decode CPU-s + infer CPU-s) / cores) and ``naive_speedup`` = naive wall / e2e
-wall. At infer_fps 5 it also times the overlapped schedule (a decode thread
-beside the models, what the pipeline does for GPU models) for comparison. The
+wall. At infer_fps 5 it also times the sequential schedule (``overlap=False``:
+decode a batch, then infer it, in one thread) for comparison. The
 ``rect`` row repeats infer_fps 5 with the same weights exported with a dynamic
 input shape (rectangular letterbox), against the same naive run. Peak RSS of a
 pipeline run on the 1-minute and a 10-minute video is measured in fresh
@@ -129,7 +129,7 @@ def peak_rss_mb(video: Path, model: str, infer_fps: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def bench_fps(video: Path, model_spec: str, fps: int, *, with_naive: bool, with_overlap: bool,
+def bench_fps(video: Path, model_spec: str, fps: int, *, with_naive: bool, with_sequential: bool,
               repeat: int) -> dict:
     model = ModelRegistry().load(model_spec)
     info = probe(str(video))
@@ -152,10 +152,10 @@ def bench_fps(video: Path, model_spec: str, fps: int, *, with_naive: bool, with_
         "infer_wall": inf_wall, "infer_cpu": inf_cpu, "limit": limit, "limit_ratio": e2e_wall / limit,
     }
     assert samples == len(result), "decode-only and e2e must see the same samples"
-    if with_overlap:
-        _, ov_wall, ov_cpu = timed(lambda: run_video(info, run, Fraction(fps), batch_size=BATCH, overlap=True),
-                                   repeat)
-        row.update(overlapped_wall=ov_wall, overlapped_cpu=ov_cpu, overlapped_limit_ratio=ov_wall / limit)
+    if with_sequential:
+        _, seq_wall, seq_cpu = timed(lambda: run_video(info, run, Fraction(fps), batch_size=BATCH, overlap=False),
+                                     repeat)
+        row.update(sequential_wall=seq_wall, sequential_cpu=seq_cpu, sequential_limit_ratio=seq_wall / limit)
         load.append(os.getloadavg()[0])
     if with_naive:
         frames, naive_wall, naive_cpu = timed(lambda: naive(str(video), model.info.source, fps), repeat)
@@ -191,13 +191,13 @@ def main() -> None:
         "decode_threads": DEFAULT_DECODE_THREADS, "repeat": args.repeat, "rows": [],
     }
     for fps in args.fps:
-        row = bench_fps(video, args.model, fps, with_naive=fps in args.naive_fps, with_overlap=fps == 5,
+        row = bench_fps(video, args.model, fps, with_naive=fps in args.naive_fps, with_sequential=fps == 5,
                         repeat=args.repeat)
         report["rows"].append(row)
         print(_fmt(row), flush=True)
     naive5 = next((r for r in report["rows"] if r["infer_fps"] == 5 and "naive_wall" in r), None)
     if not args.skip_rect and Path(args.rect_model).exists():
-        rect = bench_fps(video, args.rect_model, 5, with_naive=False, with_overlap=False, repeat=args.repeat)
+        rect = bench_fps(video, args.rect_model, 5, with_naive=False, with_sequential=False, repeat=args.repeat)
         if naive5 is not None:
             rect["naive_speedup"] = naive5["naive_wall"] / rect["e2e_wall"]
         report["rect"] = rect
@@ -234,8 +234,8 @@ def _fmt(row: dict) -> str:
              f"decode={row['decode_wall']:.1f}s/{row['decode_cpu']:.1f}cpu",
              f"infer={row['infer_wall']:.1f}s/{row['infer_cpu']:.1f}cpu", f"limit={row['limit']:.1f}s",
              f"limit_ratio={row['limit_ratio']:.3f}"]
-    if "overlapped_wall" in row:
-        parts += [f"overlapped={row['overlapped_wall']:.1f}s (ratio {row['overlapped_limit_ratio']:.3f})"]
+    if "sequential_wall" in row:
+        parts += [f"sequential={row['sequential_wall']:.1f}s (ratio {row['sequential_limit_ratio']:.3f})"]
     if "naive_wall" in row:
         parts += [f"naive={row['naive_wall']:.1f}s/{row['naive_cpu']:.1f}cpu"]
     if "naive_speedup" in row:

@@ -1,9 +1,9 @@
 """The pipeline's two schedules and the fast YUV -> RGB path give the same results as the plain ones.
 
-CPU models run decode-a-batch-then-infer in the calling thread; models on an
-accelerator get a decode thread feeding them over a bounded queue. Both must
-pick the same frames and produce the same predictions; both must stop on
-cancellation and hand decode errors to the caller.
+By default a decode thread feeds the models over a bounded queue; ``overlap=False``
+decodes a batch, then infers it, in the calling thread. Both must pick the same
+frames and produce the same predictions; both must stop on cancellation and hand
+decode errors to the caller.
 """
 
 from __future__ import annotations
@@ -23,15 +23,13 @@ from vidinfer.core.pipeline import ModelRun, decode_batches, run_video
 from vidinfer.core.results import Detections
 from vidinfer.core.video import DecodedFrame, iter_frames, probe
 from vidinfer.errors import Cancelled
-from vidinfer.models.base import InferenceParams, ModelInfo, fit_within, runs_on_accelerator
+from vidinfer.models.base import InferenceParams, ModelInfo, fit_within
 
 
 class MeanModel:
     """A stand-in detector: one box whose confidence is the image's mean brightness; records its threads."""
 
-    def __init__(self, on_accelerator: bool | None = None, box: tuple[int, int] = (64, 64)) -> None:
-        if on_accelerator is not None:
-            self.on_accelerator = on_accelerator
+    def __init__(self, box: tuple[int, int] = (64, 64)) -> None:
         self.box = box
         self.info = ModelInfo("mean", "object-detection", ("thing",), box, "test")
         self.threads: set[str] = set()
@@ -74,14 +72,13 @@ def test_sequential_and_overlapped_give_the_same_result(video: Path, start: floa
     assert results[False].stats["overlap"] is False and results[True].stats["overlap"] is True
 
 
-def test_cpu_models_decode_inline_and_accelerated_ones_in_a_thread(video: Path) -> None:
+def test_decoding_moves_to_a_thread_by_default_and_the_models_stay_in_the_callers(video: Path) -> None:
     info = probe(str(video))
-    cpu, gpu = MeanModel(), MeanModel(on_accelerator=True)
-    assert not runs_on_accelerator(cpu) and not runs_on_accelerator(MeanModel(False)) and runs_on_accelerator(gpu)
-    assert run_video(info, [ModelRun("m", cpu)], Fraction(5)).stats["overlap"] is False
-    assert run_video(info, [ModelRun("m", cpu), ModelRun("g", gpu)], Fraction(5)).stats["overlap"] is True
+    default, inline = MeanModel(), MeanModel()
+    assert run_video(info, [ModelRun("m", default)], Fraction(5)).stats["overlap"] is True
+    assert run_video(info, [ModelRun("m", inline)], Fraction(5), overlap=False).stats["overlap"] is False
     # the models always run in the caller's thread; only decoding moves
-    assert cpu.threads == gpu.threads == {threading.current_thread().name}
+    assert default.threads == inline.threads == {threading.current_thread().name}
 
 
 @pytest.mark.parametrize("overlap", [False, True])

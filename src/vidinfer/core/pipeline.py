@@ -3,17 +3,13 @@
 The decoder walks the video in display order, keeps only sampled frames, and
 converts each once per distinct size the models want, straight from YUV to the
 model's input size (``DecodedFrame.to_rgb``); batches of those go to the models.
-How the two stages share the machine depends on where the models run:
-
-* on the CPU (``overlap=False``, the default there) the calling thread decodes a
-  batch, then infers it. Decoding (PyAV's codec threads) and ONNX Runtime each use
-  every core in turn; run side by side they would fight for the same cores, and on
-  2 cores the fight cost more than the overlap gained (PERFORMANCE.md: 20.1 s for
-  decode-a-batch-then-infer vs 21.5-22.1 s with a decode thread, against a 19.4 s
-  limit);
-* on an accelerator (``overlap=True``, the default when any model says it runs on
-  one) a decode thread feeds the models through a small bounded queue, so the GPU
-  never waits for the CPU. PyAV and ONNX Runtime both release the GIL.
+A decode thread (PyAV's codec threads, which release the GIL) feeds the models
+through a small bounded queue while ONNX Runtime runs in the calling thread, so
+neither stage waits for the other. On a GPU that keeps the GPU busy; on the CPU it
+is faster too, although both stages want every core: on this project's 2-core
+machine, with YOLOv8n at 640x640 over 1080p video, overlapped took 36.9 s against
+44.6 s for decode-a-batch-then-infer (bench/README.md). ``overlap=False`` keeps
+the sequential schedule, for comparison and for callers that want one thread.
 
 Either way at most ``QUEUE_DEPTH + 1`` batches are alive at once, so memory stays
 flat whatever the video's length.
@@ -37,7 +33,7 @@ from vidinfer.core.results import FramePrediction, VideoResult
 from vidinfer.core.sampling import check_infer_fps, check_range, sample_frames, sample_time
 from vidinfer.core.video import DEFAULT_DECODE_THREADS, DecodeReport, VideoInfo, iter_frames
 from vidinfer.errors import Cancelled, ModelError, VidinferError
-from vidinfer.models.base import InferenceParams, Model, runs_on_accelerator
+from vidinfer.models.base import InferenceParams, Model
 
 log = logging.getLogger(__name__)
 
@@ -160,14 +156,14 @@ def run_video(
     on_progress: Callable[[Progress], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
     k_range: tuple[int, int | None] = (0, None),
-    overlap: bool | None = None,
+    overlap: bool = True,
 ) -> VideoResult:
     """Run every model over the sampled frames of a video and collect the result.
 
     ``k_range`` = (first sample, sample to stop before) runs one chunk of the job: the
     samples it yields are exactly those a single pass yields for those indices.
-    ``overlap``: decode in a thread of its own while the models run (None: only when
-    a model runs on an accelerator; see the module's docstring).
+    ``overlap``: decode in a thread of its own while the models run (see the module's
+    docstring); False decodes a batch, then infers it, in the calling thread.
     """
     if not runs:
         raise ModelError("no model to run", code="no_models")
@@ -178,8 +174,6 @@ def run_video(
     total = max(0, (total if k_stop is None else min(total, k_stop)) - k_first)
     source_size = (info.width, info.height)
     sizes = sorted({run.model.image_size(source_size) for run in runs})
-    if overlap is None:
-        overlap = any(runs_on_accelerator(run.model) for run in runs)
     result = VideoResult(predictions={run.key: [] for run in runs})
     report = DecodeReport()
     decode_seconds = [0.0]

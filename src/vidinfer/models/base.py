@@ -114,16 +114,6 @@ class Model(Protocol):
         ...
 
 
-def runs_on_accelerator(model: object) -> bool:
-    """Whether a model computes on a GPU or another accelerator rather than on the CPU cores.
-
-    An adapter says so with an ``on_accelerator`` attribute (ONNX models on the CUDA
-    provider do); adapters without one run on the CPU. The pipeline overlaps decoding
-    with inference only for accelerated models: on the CPU both stages want every core.
-    """
-    return bool(getattr(model, "on_accelerator", False))
-
-
 def fit_within(source_size: tuple[int, int], box: tuple[int, int]) -> tuple[int, int]:
     """Scale ``source_size`` to fit inside ``box`` keeping the aspect ratio (letterbox size)."""
     sw, sh = source_size

@@ -198,8 +198,6 @@ class ClipModel:
         self.folder = folder
         self._image = _encoder(image_path, "image", threads, providers)
         self._text = _encoder(text_path, "text", threads, providers)
-        #: the image encoder runs on a GPU (CUDA provider), not on the CPU cores
-        self.on_accelerator = self._image.session.get_providers()[0] != "CPUExecutionProvider"
         config = _read_preprocessor(image_path.parent, folder)
         self.size = self._image.static_dims[2] or _config_size(config) or DEFAULT_SIZE
         self.mean = tuple(config.get("image_mean", MEAN))

@@ -58,9 +58,6 @@ DEFAULT_IMGSZ = 640
 DEFAULT_STRIDE = 32
 #: candidates kept for NMS, highest scores first (Ultralytics' max_nms)
 MAX_NMS = 30_000
-#: ONNX Runtime providers that run the graph off the CPU cores
-ACCELERATED_PROVIDERS = frozenset({"CUDAExecutionProvider", "TensorrtExecutionProvider", "ROCMExecutionProvider",
-                                   "MIGraphXExecutionProvider", "DmlExecutionProvider", "CoreMLExecutionProvider"})
 #: end-to-end heads emit this many rows by default; YOLOv5 never has this few anchors
 E2E_ROWS = 300
 
@@ -537,8 +534,6 @@ class _OnnxModel:
 
     def __init__(self, runner: _Runner, layout: Layout, meta: ExportMetadata, info: ModelInfo) -> None:
         self._runner = runner
-        #: the session computes on a GPU (or another accelerator), not on the CPU cores
-        self.on_accelerator = runner.session.get_providers()[0] in ACCELERATED_PROVIDERS
         self.layout = layout
         self.meta = meta
         self.info = info
