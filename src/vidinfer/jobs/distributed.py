@@ -12,6 +12,8 @@ Delivery is at least once (``acks_late`` with ``reject_on_worker_lost``: a kille
 worker's task goes back to the queue), so every step is idempotent: a planner
 finds the job already claimed, a redelivered chunk overwrites its own output and
 progress, and a second merge writes the same file and finds the job already done.
+A chunk whose worker died ``max_attempts`` times (deliveries, not outage retries) fails the job
+with ``worker_lost``, so a video that kills every worker that opens it cannot circulate forever.
 Cancelling sets a flag that chunks read between batches. Celery's result backend
 is not used: the API reads the job store.
 
@@ -33,6 +35,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from celery import Celery
@@ -87,7 +90,8 @@ def make_celery(settings: Settings) -> Celery:
 
     @app.task(name=CHUNK)
     def chunk(job_id: str, idx: int) -> None:
-        engine.ride_out(job_id, lambda: engine.chunk(job_id, idx))
+        delivery = Delivery()  # counted once, however often an outage makes ride_out repeat the step
+        engine.ride_out(job_id, lambda: engine.chunk(job_id, idx, delivery))
 
     return app
 
@@ -121,6 +125,13 @@ def input_key(job: Job) -> str:
 
 def chunk_key(job: Job, idx: int) -> str:
     return f"chunks/{job.workspace}/{job.id}/{idx}.json"
+
+
+@dataclass
+class Delivery:
+    """One delivery of a chunk task: whether its start has been counted in the chunk's ``runs``."""
+
+    counted: bool = False
 
 
 class _Engine:
@@ -227,7 +238,15 @@ class _Engine:
             log.info("job %s: %d samples in %d chunks", job.id, total, len(chunks))
 
     # -- chunks -------------------------------------------------------------------------
-    def chunk(self, job_id: str, idx: int) -> None:
+    def chunk(self, job_id: str, idx: int, delivery: Delivery | None = None) -> None:
+        """Run one chunk; a chunk whose deliveries died ``max_attempts`` times fails the job.
+
+        A worker killed mid-chunk (by the video, say, exhausting memory) gets the chunk
+        redelivered; without a cap such a chunk would be redelivered forever and the job
+        never end. ``delivery`` keeps the retries of one delivery through an outage from
+        counting as more attempts.
+        """
+        delivery = delivery or Delivery()
         store = self.runner.store
         job = store.get(job_id)
         if job.state is not JobState.RUNNING:
@@ -241,7 +260,15 @@ class _Engine:
         if job.cancel_requested:
             self._fail(job, Cancelled("the job was cancelled"))
             return
-        store.chunk_started(job_id, idx)
+        if not delivery.counted and row["runs"] >= self.settings.max_attempts:
+            message = (f"chunk {idx} was started {row['runs']} times and its worker died each time "
+                       "(VIDINFER_MAX_ATTEMPTS): the video may crash the decoder or exhaust the worker's memory")
+            if store.fail(job, "worker_lost", "worker_lost", message):
+                log.warning("job %s worker_lost: %s", job.id, message)
+                notify.job_ended(store.get(job.id), self.settings, self.runner.blobs)
+            return
+        store.chunk_started(job_id, idx, count=not delivery.counted)
+        delivery.counted = True
         try:
             runs = self.runner.resolve(job)
             with self._local_input(job) as path:

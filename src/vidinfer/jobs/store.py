@@ -306,10 +306,11 @@ class JobStore:
                                 .order_by(job_chunks.c.idx)).all()
         return [{**r._mapping, "stats": json.loads(r.stats) if r.stats else {}} for r in rows]
 
-    def chunk_started(self, job_id: str, idx: int) -> None:
+    def chunk_started(self, job_id: str, idx: int, *, count: bool = True) -> None:
+        """A chunk (re)starts from its first sample; ``count``: this is a new attempt, not an outage retry."""
         with self.engine.begin() as conn:
             conn.execute(update(job_chunks).where(job_chunks.c.job_id == job_id, job_chunks.c.idx == idx)
-                         .values(runs=job_chunks.c.runs + 1, frames_done=0))
+                         .values(runs=job_chunks.c.runs + int(count), frames_done=0))
 
     def chunk_progress(self, job_id: str, idx: int, frames_done: int, *, done: bool = False,
                        stats: dict[str, Any] | None = None) -> bool:
