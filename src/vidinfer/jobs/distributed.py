@@ -43,10 +43,9 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from vidinfer.config import Settings
 from vidinfer.core.chunks import merge_results, plan_chunks
-from vidinfer.core.pipeline import expected_samples
+from vidinfer.core.pipeline import Progress, expected_samples
 from vidinfer.core.sampling import check_infer_fps, parse_fps
 from vidinfer.core.video import probe
-from vidinfer.core.pipeline import Progress
 from vidinfer.errors import Cancelled, Unavailable, VidinferError
 from vidinfer.inference import run_inference
 from vidinfer.jobs import notify
