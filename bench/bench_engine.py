@@ -13,8 +13,10 @@ at infer_fps 5 and 30, measure side by side in one run:
 
 and print ``limit_ratio`` = e2e wall / max(decode wall, infer wall,
 (decode CPU-s + infer CPU-s) / cores) and ``naive_speedup`` = naive wall / e2e
-wall. At infer_fps 5 it also times the sequential schedule (``overlap=False``:
-decode a batch, then infer it, in one thread) for comparison. The
+wall. At infer_fps 5 it also times, for comparison, the sequential schedule
+(``overlap=False``: decode a batch, then infer it, in one thread) and (with rect too) the pipeline
+decoding every frame (``skip_frames=False``: non-reference frames no sample wants
+are decoded too). The
 ``rect`` row repeats infer_fps 5 with the same weights exported with a dynamic
 input shape (rectangular letterbox), against the same naive run. Peak RSS of a
 pipeline run on the 1-minute and a 10-minute video is measured in fresh
@@ -45,8 +47,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from videos import one_minute_1080p, repeated  # noqa: E402
 
-from vidinfer.core.pipeline import ModelRun, decode_batches, run_video  # noqa: E402
-from vidinfer.core.video import DEFAULT_DECODE_THREADS, probe  # noqa: E402
+from vidinfer.core.pipeline import PIPELINE_DECODE_THREADS, ModelRun, decode_batches, run_video  # noqa: E402
+from vidinfer.core.video import probe  # noqa: E402
 from vidinfer.models.base import InferenceParams  # noqa: E402
 from vidinfer.models.registry import ModelRegistry  # noqa: E402
 
@@ -130,7 +132,7 @@ def peak_rss_mb(video: Path, model: str, infer_fps: int) -> dict:
 
 
 def bench_fps(video: Path, model_spec: str, fps: int, *, with_naive: bool, with_sequential: bool,
-              repeat: int) -> dict:
+              with_every_frame: bool, repeat: int) -> dict:
     model = ModelRegistry().load(model_spec)
     info = probe(str(video))
     source = (info.width, info.height)
@@ -148,6 +150,7 @@ def bench_fps(video: Path, model_spec: str, fps: int, *, with_naive: bool, with_
         "infer_fps": fps, "samples": len(result), "model": Path(model_spec).name,
         "model_input": list(model.info.input_size or ()), "image_size": list(size),
         "schedule": "overlapped" if result.stats["overlap"] else "sequential",
+        "frames_decoded": result.stats["frames_decoded"], "frames_skipped": result.stats["frames_skipped"],
         "e2e_wall": e2e_wall, "e2e_cpu": e2e_cpu, "decode_wall": dec_wall, "decode_cpu": dec_cpu,
         "infer_wall": inf_wall, "infer_cpu": inf_cpu, "limit": limit, "limit_ratio": e2e_wall / limit,
     }
@@ -156,6 +159,12 @@ def bench_fps(video: Path, model_spec: str, fps: int, *, with_naive: bool, with_
         _, seq_wall, seq_cpu = timed(lambda: run_video(info, run, Fraction(fps), batch_size=BATCH, overlap=False),
                                      repeat)
         row.update(sequential_wall=seq_wall, sequential_cpu=seq_cpu, sequential_limit_ratio=seq_wall / limit)
+        load.append(os.getloadavg()[0])
+    if with_every_frame:
+        every, all_wall, all_cpu = timed(
+            lambda: run_video(info, run, Fraction(fps), batch_size=BATCH, skip_frames=False), repeat)
+        assert every.frame_offset == result.frame_offset and every.stats["frames_skipped"] == 0
+        row.update(every_frame_wall=all_wall, every_frame_cpu=all_cpu, every_frame_speedup=all_wall / e2e_wall)
         load.append(os.getloadavg()[0])
     if with_naive:
         frames, naive_wall, naive_cpu = timed(lambda: naive(str(video), model.info.source, fps), repeat)
@@ -188,16 +197,17 @@ def main() -> None:
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": {"cores": CORES, "cpu": _cpu_name(), "platform": platform.platform()},
         "video": video.name, "model": Path(args.model).name, "batch": BATCH, "confidence": CONFIDENCE,
-        "decode_threads": DEFAULT_DECODE_THREADS, "repeat": args.repeat, "rows": [],
+        "decode_threads": PIPELINE_DECODE_THREADS, "repeat": args.repeat, "rows": [],
     }
     for fps in args.fps:
         row = bench_fps(video, args.model, fps, with_naive=fps in args.naive_fps, with_sequential=fps == 5,
-                        repeat=args.repeat)
+                        with_every_frame=fps == 5, repeat=args.repeat)
         report["rows"].append(row)
         print(_fmt(row), flush=True)
     naive5 = next((r for r in report["rows"] if r["infer_fps"] == 5 and "naive_wall" in r), None)
     if not args.skip_rect and Path(args.rect_model).exists():
-        rect = bench_fps(video, args.rect_model, 5, with_naive=False, with_sequential=False, repeat=args.repeat)
+        rect = bench_fps(video, args.rect_model, 5, with_naive=False, with_sequential=False, with_every_frame=True,
+                         repeat=args.repeat)
         if naive5 is not None:
             rect["naive_speedup"] = naive5["naive_wall"] / rect["e2e_wall"]
         report["rect"] = rect
@@ -231,11 +241,15 @@ def _cpu_name() -> str:
 def _fmt(row: dict) -> str:
     parts = [f"fps={row['infer_fps']}", f"samples={row['samples']}", f"input={row['image_size']}",
              f"e2e={row['e2e_wall']:.1f}s/{row['e2e_cpu']:.1f}cpu",
+             f"decoded={row['frames_decoded']}+{row['frames_skipped']}skipped",
              f"decode={row['decode_wall']:.1f}s/{row['decode_cpu']:.1f}cpu",
              f"infer={row['infer_wall']:.1f}s/{row['infer_cpu']:.1f}cpu", f"limit={row['limit']:.1f}s",
              f"limit_ratio={row['limit_ratio']:.3f}"]
     if "sequential_wall" in row:
         parts += [f"sequential={row['sequential_wall']:.1f}s (ratio {row['sequential_limit_ratio']:.3f})"]
+    if "every_frame_wall" in row:
+        parts += [f"every_frame={row['every_frame_wall']:.1f}s/{row['every_frame_cpu']:.1f}cpu "
+                  f"(x{row['every_frame_speedup']:.2f})"]
     if "naive_wall" in row:
         parts += [f"naive={row['naive_wall']:.1f}s/{row['naive_cpu']:.1f}cpu"]
     if "naive_speedup" in row:

@@ -238,7 +238,11 @@ def audio_only_mp3_with_cover(folder: Path) -> Path:
 
 
 def corrupt_packets(folder: Path) -> Path:
-    """Packets 8-11 of 30 overwritten, past their first 8 bytes, with random bytes (the container is intact)."""
+    """Packets 8-11 of 30 overwritten, past their first 8 bytes, with random bytes (the container is intact).
+
+    At 1 fps, so that the tests' infer_fps of 1 wants every frame: damage confined to
+    frames no sample wants may go unseen, as they are not decoded (``wanted_pts``).
+    """
     rng = _rng("corrupt")
 
     def scramble(packet: av.Packet, i: int) -> av.Packet:
@@ -246,7 +250,7 @@ def corrupt_packets(folder: Path) -> Path:
             memoryview(packet)[8:] = rng.randbytes(packet.size - 8)
         return packet
 
-    return _small(folder, "corrupt.mkv", size=(160, 120), gop=10, on_packet=scramble)
+    return _small(folder, "corrupt.mkv", size=(160, 120), fps=1, gop=10, on_packet=scramble)
 
 
 def raw_h264_no_timing(folder: Path) -> Path:

@@ -14,7 +14,7 @@ from fractions import Fraction
 import pytest
 from videos import decode_reference, frame_label, reference_samples
 
-from vidinfer.core.pipeline import expected_samples
+from vidinfer.core.pipeline import decode_batches, expected_samples
 from vidinfer.core.sampling import (
     check_infer_fps,
     check_range,
@@ -23,7 +23,7 @@ from vidinfer.core.sampling import (
     sample_frames,
     sample_time,
 )
-from vidinfer.core.video import iter_frames, probe
+from vidinfer.core.video import DecodeReport, can_skip_frames, iter_frames, probe
 from vidinfer.errors import InvalidInput
 
 
@@ -148,6 +148,14 @@ RATES = [Fraction(1), Fraction(5), Fraction(7), Fraction(25, 2), Fraction(1, 2),
 RANGES = [(Fraction(0), None), (Fraction(1, 60), None), (Fraction(13, 10), None), (Fraction(2, 5), Fraction(21, 10))]
 
 
+def cases(info):  # noqa: ANN001, ANN201
+    """(infer_fps, start, end) for every rate in RATES the video allows and every range in RANGES."""
+    for rate in RATES:
+        infer_fps = info.fps if rate == "own" else rate
+        if infer_fps <= info.fps:
+            yield from ((infer_fps, start, end) for start, end in RANGES)
+
+
 def vidinfer_picks(path, infer_fps, start, end):
     """frame_offset, time_offset and the pixel labels of what vidinfer samples."""
     info = probe(str(path))
@@ -165,19 +173,15 @@ def test_samples_match_an_independent_decode(name: str, shared_video) -> None:
     times = [r.time for r in ref]
     info = probe(str(path))
     checked = 0
-    for rate in RATES:
-        infer_fps = info.fps if rate == "own" else rate
-        if infer_fps > info.fps:
-            continue
-        for start, end in RANGES:
-            want = reference_samples(times, infer_fps, start, end)
-            _, (indices, time_offsets, labels) = vidinfer_picks(path, infer_fps, start, end)
-            case = f"{name} infer_fps={infer_fps} start={start} end={end}"
-            assert indices == want, case
-            assert time_offsets == [round(float(times[i]), 4) for i in want], case
-            assert labels == want, case  # the pixels really are those frames
-            assert expected_samples(info, infer_fps, start, end) == len(want), case
-            checked += 1
+    for infer_fps, start, end in cases(info):
+        want = reference_samples(times, infer_fps, start, end)
+        _, (indices, time_offsets, labels) = vidinfer_picks(path, infer_fps, start, end)
+        case = f"{name} infer_fps={infer_fps} start={start} end={end}"
+        assert indices == want, case
+        assert time_offsets == [round(float(times[i]), 4) for i in want], case
+        assert labels == want, case  # the pixels really are those frames
+        assert expected_samples(info, infer_fps, start, end) == len(want), case
+        checked += 1
     assert checked >= 12
 
 
@@ -208,3 +212,88 @@ def test_run_video_matches_the_reference(shared_video) -> None:
     assert result.time_offset == [round(float(times[i]), 4) for i in want]
     assert len(result.predictions["coco"]) == len(want) == expected_samples(info, infer_fps, start, end)
     assert not result.partial and not result.warnings
+
+
+# --- frames no sample wants are not decoded, and nothing else changes ----------------
+
+#: the same clips as HEVC, whose decoder skips non-reference pictures too
+SKIP_VIDEOS = {**VIDEOS, "29.97fps-hevc.mp4": dict(frames=75, fps=Fraction(30000, 1001), codec="libx265",
+                                                   options={"x265-params": "keyint=12:bframes=3:log-level=none"})}
+
+
+def pipeline_picks(path, infer_fps, start, end, *, k_range=(0, None), skip_frames=True):  # noqa: ANN001, ANN201
+    """What the pipeline's decode stage hands the models (frame_offset, time_offset, labels), and its report."""
+    info = probe(str(path))
+    report = DecodeReport()
+    batches = list(decode_batches(info, [(info.width, info.height)], infer_fps, start=start, end=end,
+                                  k_range=k_range, decode_threads=2, report=report, skip_frames=skip_frames))
+    indices = [i for b in batches for i in b.indices]
+    times = [round(float(t), 4) for b in batches for t in b.times]
+    labels = [frame_label(image) for b in batches for image in b.images[(info.width, info.height)]]
+    return (indices, times, labels), report
+
+
+@pytest.mark.parametrize("name", SKIP_VIDEOS)
+def test_skipping_frames_keeps_the_samples_of_an_independent_decode(name: str, shared_video) -> None:
+    path = shared_video(name, **SKIP_VIDEOS[name])
+    times = [r.time for r in decode_reference(path)]
+    info = probe(str(path))
+    assert can_skip_frames(info), name
+    skipped = 0
+    for infer_fps, start, end in cases(info):
+        want = reference_samples(times, infer_fps, start, end)
+        (indices, time_offsets, labels), report = pipeline_picks(path, infer_fps, start, end)
+        case = f"{name} infer_fps={infer_fps} start={start} end={end}"
+        assert indices == want, case
+        assert time_offsets == [round(float(times[i]), 4) for i in want], case
+        assert labels == want, case
+        assert report.errors == 0 and not report.messages, (case, report.messages)
+        if len(set(want)) == info.frame_count:  # every frame wanted: every frame decoded
+            assert report.frames_skipped == 0 and report.frames_decoded == info.frame_count, case
+        skipped += report.frames_skipped
+    assert skipped > 0, "no frame was ever skipped: the clips have no non-reference frames to skip"
+
+
+def test_chunks_skip_frames_and_make_one_pass_choices(shared_video) -> None:
+    path = shared_video("29.97fps.mp4", **VIDEOS["29.97fps.mp4"])
+    infer_fps = Fraction(4)
+    (whole, _, whole_labels), whole_report = pipeline_picks(path, infer_fps, Fraction(0), None)
+    (full, _, _), full_report = pipeline_picks(path, infer_fps, Fraction(0), None, skip_frames=False)
+    assert whole == full and whole_report.frames_skipped > 0 and full_report.frames_skipped == 0
+    assert whole_report.frames_decoded + whole_report.frames_skipped == full_report.frames_decoded
+    pieces: list[int] = []
+    for k_range in ((0, 3), (3, 7), (7, None)):
+        (indices, _, labels), report = pipeline_picks(path, infer_fps, Fraction(0), None, k_range=k_range)
+        assert labels == indices and report.errors == 0
+        pieces += indices
+    assert pieces == whole == whole_labels
+
+
+def test_run_video_counts_skipped_frames_and_reports_nothing_lost(shared_video) -> None:
+    from vidinfer.core.pipeline import ModelRun, run_video
+    from vidinfer.models.registry import ModelRegistry
+
+    path = shared_video("29.97fps.mp4", **VIDEOS["29.97fps.mp4"])
+    info = probe(str(path))
+    coco = ModelRegistry().load("coco")
+    result = run_video(info, [ModelRun("coco", coco)], Fraction(2), decode_threads=1)
+    assert result.stats["frames_skipped"] > 0
+    assert result.stats["frames_decoded"] + result.stats["frames_skipped"] == info.frame_count
+    assert not result.partial and not result.warnings
+
+
+def test_avi_with_b_frames_gives_display_order_times_and_decodes_every_frame(tmp_video) -> None:  # noqa: ANN001
+    """H.264 with B-frames in AVI: the container's timestamps follow decoding order."""
+    path = tmp_video("b-frames.avi", frames=40, fps=Fraction(30000, 1001), size=(160, 96), gop=12, bframes=2)
+    info = probe(str(path))
+    assert info.pts_in_decode_order and not can_skip_frames(info)
+    ref = decode_reference(path)
+    assert [r.label for r in ref] == list(range(40))
+    times = [Fraction(i) / info.fps for i in range(40)]  # what the frames' display times are
+    for infer_fps in (Fraction(5), info.fps):
+        want = reference_samples(times, infer_fps)
+        (indices, time_offsets, labels), report = pipeline_picks(path, infer_fps, Fraction(0), None)
+        assert indices == labels == want, infer_fps
+        assert time_offsets == sorted(time_offsets)
+        assert time_offsets == [round(float(times[i]), 4) for i in want], infer_fps
+        assert report.frames_skipped == 0 and report.frames_decoded == 40

@@ -23,8 +23,9 @@ class Settings(BaseSettings):
 
     #: where the embedded mode keeps its database, uploads, results and model registry
     data_dir: Path = Field(default_factory=_default_data_dir)
-    #: decode threads per job (PyAV codec threads)
-    decode_threads: int = 2
+    #: decode threads per job (PyAV codec threads); 0: one fewer than the cores for inference
+    #: jobs (the models run beside the decoder), every core for renders
+    decode_threads: int = 0
     #: frames per inference batch
     batch_size: int = 4
     #: ONNX Runtime intra-op threads (0: one per core)

@@ -63,7 +63,7 @@ def run_inference(
     start: float | None = None,
     end: float | None = None,
     batch_size: int = 4,
-    decode_threads: int = 2,
+    decode_threads: int = 0,
     on_probe: Callable[[VideoInfo], None] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,

@@ -1,6 +1,7 @@
 """decode -> sample -> convert -> batch -> infer -> collect.
 
-The decoder walks the video in display order, keeps only sampled frames, and
+The decoder walks the video in display order, keeps only sampled frames (and does
+not decode at all the non-reference frames no sample wants: ``wanted_pts``), and
 converts each once per distinct size the models want, straight from YUV to the
 model's input size (``DecodedFrame.to_rgb``); batches of those go to the models.
 A decode thread (PyAV's codec threads, which release the GIL) feeds the models
@@ -17,8 +18,10 @@ flat whatever the video's length.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
+import os
 import queue
 import threading
 import time
@@ -31,13 +34,17 @@ import numpy as np
 
 from vidinfer.core.results import FramePrediction, VideoResult
 from vidinfer.core.sampling import check_infer_fps, check_range, sample_frames, sample_time
-from vidinfer.core.video import DEFAULT_DECODE_THREADS, DecodeReport, VideoInfo, iter_frames
+from vidinfer.core.video import DecodeReport, VideoInfo, can_skip_frames, iter_frames
 from vidinfer.errors import Cancelled, ModelError, VidinferError
 from vidinfer.models.base import InferenceParams, Model
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 4
+#: decode threads beside the models (``decode_threads=0``): one core fewer than there are, so the
+#: decoder does not take every core from ONNX Runtime. On the 2-core bench machine one thread beat
+#: two by 1-10% at both model sizes (bench/README.md).
+PIPELINE_DECODE_THREADS = max(1, min((os.cpu_count() or 2) - 1, 8))
 #: batches in flight between the decode thread and the model thread (overlapped mode)
 QUEUE_DEPTH = 2
 
@@ -101,6 +108,34 @@ def expected_samples(info: VideoInfo, infer_fps: Fraction, start: Fraction = Fra
     return max(0, count)
 
 
+@dataclass(slots=True)
+class _Stamp:
+    """A frame known only from the probe: its display index and time."""
+
+    index: int
+    time: Fraction
+
+
+def wanted_pts(info: VideoInfo, infer_fps: Fraction, *, start: Fraction = Fraction(0),
+               end: Fraction | None = None, k_range: tuple[int, int | None] = (0, None)) -> frozenset[int] | None:
+    """The timestamps of the frames the sampling rule will pick, worked out from the probe.
+
+    The rule sees the same display times the decoder will give (the probed timestamps
+    from the first frame's), so it picks the same frames. None where frames cannot be
+    skipped (``can_skip_frames``).
+    """
+    if not can_skip_frames(info):
+        return None
+    pts, tb = info.display_pts, info.time_base
+    base = pts[0]
+    # frames before the one just ahead of the first target can never be picked
+    first_target = base + sample_time(k_range[0], infer_fps, start) / tb
+    first = max(0, bisect.bisect_left(pts, first_target) - 1)
+    stamps = (_Stamp(i, (pts[i] - base) * tb) for i in range(first, len(pts)))
+    return frozenset(pts[s.frame.index] for s in sample_frames(stamps, infer_fps, start=start, end=end,
+                                                                 k_range=k_range))
+
+
 def decode_batches(
     info: VideoInfo,
     sizes: Sequence[tuple[int, int]],
@@ -109,19 +144,22 @@ def decode_batches(
     start: Fraction = Fraction(0),
     end: Fraction | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
-    decode_threads: int = DEFAULT_DECODE_THREADS,
+    decode_threads: int = 0,
     k_range: tuple[int, int | None] = (0, None),
     report: DecodeReport | None = None,
     clock: list[float] | None = None,
+    skip_frames: bool = True,
 ) -> Iterator[Batch]:
     """Decode, sample and convert: batches of the sampled frames at each of ``sizes``.
 
-    ``k_range`` as in ``run_video``. ``clock[0]`` accumulates the seconds spent
-    inside this generator (not while the consumer holds a batch).
+    ``k_range`` and ``skip_frames`` as in ``run_video``. ``clock[0]`` accumulates the
+    seconds spent inside this generator (not while the consumer holds a batch).
     """
     clock = clock if clock is not None else [0.0]
     seek_to = float(sample_time(k_range[0], infer_fps, start))
-    frames = iter_frames(info, start=seek_to, threads=decode_threads, report=report)
+    wanted = wanted_pts(info, infer_fps, start=start, end=end, k_range=k_range) if skip_frames else None
+    frames = iter_frames(info, start=seek_to, threads=decode_threads or PIPELINE_DECODE_THREADS, report=report,
+                         wanted=wanted)
     batch = Batch.empty(sizes)
     last: tuple[int, dict[tuple[int, int], np.ndarray]] | None = None
     t0 = time.perf_counter()
@@ -152,11 +190,12 @@ def run_video(
     start: float | None = None,
     end: float | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
-    decode_threads: int = DEFAULT_DECODE_THREADS,
+    decode_threads: int = 0,
     on_progress: Callable[[Progress], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
     k_range: tuple[int, int | None] = (0, None),
     overlap: bool = True,
+    skip_frames: bool = True,
 ) -> VideoResult:
     """Run every model over the sampled frames of a video and collect the result.
 
@@ -164,6 +203,8 @@ def run_video(
     samples it yields are exactly those a single pass yields for those indices.
     ``overlap``: decode in a thread of its own while the models run (see the module's
     docstring); False decodes a batch, then infers it, in the calling thread.
+    ``skip_frames``: leave undecoded the non-reference frames no sample picks (the
+    results are the same; False decodes every frame, for comparison).
     """
     if not runs:
         raise ModelError("no model to run", code="no_models")
@@ -178,7 +219,8 @@ def run_video(
     report = DecodeReport()
     decode_seconds = [0.0]
     batches = decode_batches(info, sizes, infer_fps, start=start_f, end=end_f, batch_size=batch_size,
-                             decode_threads=decode_threads, k_range=k_range, report=report, clock=decode_seconds)
+                             decode_threads=decode_threads, k_range=k_range, report=report, clock=decode_seconds,
+                             skip_frames=skip_frames)
     started = time.perf_counter()
     infer_seconds = {run.key: 0.0 for run in runs}
     with closing(_in_thread(batches) if overlap else batches) as feed:
@@ -196,6 +238,7 @@ def run_video(
     result.stats = {
         "samples": len(result.frame_offset),
         "frames_decoded": report.frames_decoded,
+        "frames_skipped": report.frames_skipped,
         "wall_seconds": round(wall, 4),
         "decode_seconds": round(decode_seconds[0], 4),
         "inference_seconds": {k: round(v, 4) for k, v in infer_seconds.items()},
@@ -321,7 +364,7 @@ def _check_all_failed(result: VideoResult, runs: Sequence[ModelRun]) -> None:
 
 def _note_lost_frames(info: VideoInfo, report: DecodeReport, result: VideoResult, *, whole_video: bool) -> None:
     """Mark the result partial when frames that exist in the index could not be decoded."""
-    short = whole_video and report.frames_decoded < info.frame_count
+    short = whole_video and report.frames_decoded + report.frames_skipped < info.frame_count
     if report.errors or short:
         result.partial = True
         last_time = result.time_offset[-1] if result.time_offset else 0.0
@@ -330,5 +373,5 @@ def _note_lost_frames(info: VideoInfo, report: DecodeReport, result: VideoResult
         result.warnings.insert(
             0,
             f"frames were lost after t={lost_after:.3f}s: decoded {report.frames_decoded} of "
-            f"{info.frame_count} frames ({detail})",
+            f"{info.frame_count - report.frames_skipped} frames ({detail})",
         )

@@ -11,6 +11,13 @@ Two ideas matter here:
   never decrease.
 * Only frames that are sampled are ever converted out of YUV; everything else is
   decoded and dropped (converting every frame halves decode throughput).
+* Frames nothing refers to and no sample wants are not even decoded. H.264 and HEVC
+  encoders with B-frames leave about half the frames as non-reference pictures; told
+  which timestamps it ``wanted``, the decoder skips those packets' pictures
+  (``skip_frame`` NONREF per packet). The frames it does decode are bit-identical,
+  their display indices come from the probed timestamps, and the decode costs about
+  a third less CPU (bench/README.md). Files whose timestamps cannot be trusted are
+  decoded whole.
 
 Every PyAV error is turned into a ``DecodeError`` with an actionable message.
 """
@@ -36,12 +43,15 @@ from vidinfer.errors import DecodeError, NotFound
 
 log = logging.getLogger(__name__)
 
-#: codec threads for decoding; PERFORMANCE.md: 2 beats libavcodec's own pick on 2 cores.
+#: codec threads for decoding alone (``threads=0``); PERFORMANCE.md: 2 beats libavcodec's own pick on 2 cores.
 DEFAULT_DECODE_THREADS = min(os.cpu_count() or 2, 8)
 
 #: the largest frame accepted, in pixels: 8K UHD (7680x4320) fits, a forged header does not
 MAX_SIDE = 8192
 MAX_PIXELS = MAX_SIDE * MAX_SIDE
+
+#: codecs whose decoders honour ``skip_frame`` NONREF (and mark which pictures are references)
+SKIP_CODECS = frozenset({"h264", "hevc"})
 
 #: keyframes tried, each further back, before a seek gives up and decodes from the start
 _SEEK_KEYFRAMES = 3
@@ -379,6 +389,8 @@ class DecodeReport:
     """What happened while decoding: filled in as frames are produced."""
 
     frames_decoded: int = 0
+    #: frames not decoded because no sample wanted them and no other frame refers to them
+    frames_skipped: int = 0
     errors: int = 0
     #: display time (s) after which frames were lost, if any were
     lost_after: float | None = None
@@ -393,14 +405,26 @@ class DecodeReport:
             self.messages.append(message)
 
 
+def can_skip_frames(info: VideoInfo) -> bool:
+    """Whether frames of this video can be left undecoded: a codec that marks
+    non-reference pictures, and timestamps that give every frame's display index."""
+    return (info.codec in SKIP_CODECS and bool(info.display_pts) and len(info.display_pts) == info.frame_count
+            and not info.pts_in_decode_order and info.damage is None)
+
+
 def iter_frames(
     info: VideoInfo,
     *,
     start: float = 0.0,
     threads: int = DEFAULT_DECODE_THREADS,
     report: DecodeReport | None = None,
+    wanted: frozenset[int] | None = None,
 ) -> Iterator[DecodedFrame]:
     """Yield every frame in display order with its display index and time.
+
+    ``wanted``: the packet timestamps of the frames the caller needs. Where
+    ``can_skip_frames`` allows, non-reference frames outside it are not decoded, so
+    only some frames are yielded, each still with its true display index and time.
 
     With ``start`` > 0 and trustworthy timestamps, seek to the last keyframe at or
     before ``start`` and recover display indices from the probed packet timestamps;
@@ -411,13 +435,15 @@ def iter_frames(
     whole decode, as is a file that ends before all its frames.
     """
     report = report if report is not None else DecodeReport()
+    if wanted is not None and (not can_skip_frames(info) or len(wanted) >= len(info.display_pts)):
+        wanted = None  # nothing may be skipped, or nothing would be
     if start > 0 and info.display_pts and info.keyframes and not info.pts_in_decode_order:
         target = info.display_pts[0] + int(Fraction(str(start)) / info.time_base)
         # from within the first GOP, decoding from the start costs no more than a seek
         if len(info.keyframes) > 1 and target >= info.keyframes[1][0]:
             with open_container(info.path) as container:
                 stream = _open_stream(container, info, threads)
-                found = _seek(container, stream, info, target)
+                found = _seek(container, stream, info, target, wanted)
                 if found is not None:
                     index, frames, clock = found
                     # what went wrong before the keyframe is no loss; from here on it is
@@ -427,19 +453,19 @@ def iter_frames(
             log.info("%s: seeking to %.3fs missed; decoding from the start", info.path, start)
     with open_container(info.path) as container:
         stream = _open_stream(container, info, threads)
-        clock = _Clock(info, report)
+        clock = _Clock(info, report, wanted=wanted)
         yield from clock.run(_decode(container, stream, clock), 0)
 
 
 def _open_stream(container: Any, info: VideoInfo, threads: int) -> Any:
     stream = _video_stream(container, info.path)
     stream.thread_type = "AUTO"
-    stream.thread_count = threads
+    stream.thread_count = threads or DEFAULT_DECODE_THREADS
     return stream
 
 
-def _seek(container: Any, stream: Any, info: VideoInfo,
-          target: int) -> tuple[int, Iterator[av.VideoFrame], _Clock] | None:
+def _seek(container: Any, stream: Any, info: VideoInfo, target: int,
+          wanted: frozenset[int] | None) -> tuple[int, Iterator[av.VideoFrame], _Clock] | None:
     """Position the decoder so its first frame is the last keyframe at or before ``target``.
 
     Returns the first frame's display index, the frames from it on and the clock that
@@ -459,7 +485,7 @@ def _seek(container: Any, stream: Any, info: VideoInfo,
         except av.error.FFmpegError as exc:
             log.info("%s: seek failed (%s)", info.path, _reason(exc))
             return None
-        clock = _Clock(info, DecodeReport(), base=info.display_pts[0])
+        clock = _Clock(info, DecodeReport(), base=info.display_pts[0], wanted=wanted)
         frames = _decode(container, stream, clock)
         first = next((f for f in islice(frames, _SEEK_LEADING_FRAMES) if f.pts is not None and f.pts >= keyframe),
                      None)
@@ -479,11 +505,20 @@ class _Clock:
     one that is missing or goes backwards, the display time of frame ``i`` is the
     ``i``-th smallest packet timestamp (what the decoder's timestamps would have been
     had the file been muxed right), else the previous time plus one nominal frame.
+
+    With ``wanted`` (frames may be skipped) a frame's display index is the position
+    of its timestamp among the probed ones, and a frame missing from the decoder's
+    output counts as lost only if it was wanted. Should the timestamps stop making
+    sense after all, skipping stops (``wanted`` becomes None) and the rest is decoded.
     """
 
-    def __init__(self, info: VideoInfo, report: DecodeReport, base: int | None = None) -> None:
+    def __init__(self, info: VideoInfo, report: DecodeReport, base: int | None = None,
+                 wanted: frozenset[int] | None = None) -> None:
         self.info = info
         self.report = report
+        self.wanted = wanted
+        #: frames were skipped, then skipping stopped
+        self.skipped = False
         self.trusted = not info.pts_in_decode_order
         if base is None and not self.trusted:
             base = info.display_pts[0]
@@ -499,8 +534,10 @@ class _Clock:
             self.base = pts if pts is not None else (info.display_pts[0] if info.display_pts else None)
         if self.trusted and pts is not None and (self.last_pts is None or pts > self.last_pts):
             self.last_pts = pts
-            self._skip_to(pts)
+            if not self._skip_to(pts):
+                self._stop_skipping()
             return (pts - self.base) * tb
+        self._stop_skipping()
         self.trusted = False
         last = self.last_time
         if index < len(info.display_pts) and self.base is not None:
@@ -511,16 +548,40 @@ class _Clock:
             time = Fraction(0)
         else:
             time = last + 1 / info.fps
+        if self.skipped and info.display_pts and self.base is not None:
+            # indices ran ahead of the frames emitted: none is shown after the video's last frame
+            time = min(time, (info.display_pts[-1] - self.base) * tb)
         return time if last is None else max(time, last)
 
-    def _skip_to(self, pts: int) -> None:
-        """Note frames of the index that the decoder passed over without emitting them."""
+    def _stop_skipping(self) -> None:
+        if self.wanted is not None:
+            log.warning("%s: a frame's timestamp is not among the probed ones; decoding every frame from here",
+                        self.info.path)
+            self.wanted = None
+            self.skipped = True
+
+    def _skip_to(self, pts: int) -> bool:
+        """Note frames of the index that the decoder passed over without emitting them.
+
+        False when ``pts`` is not in the index.
+        """
         position = bisect.bisect_left(self.info.display_pts, pts)
         if position == len(self.info.display_pts) or self.info.display_pts[position] != pts:
-            return
+            return False
         if position > self.cursor + 1:
-            self._lost(position - self.cursor - 1, (pts - self.base) * self.info.time_base)
+            lost = self._passed_over(self.cursor + 1, position)
+            if lost:
+                self._lost(lost, (pts - self.base) * self.info.time_base)
         self.cursor = position
+        return True
+
+    def _passed_over(self, first: int, stop: int) -> int:
+        """Count frames ``first`` to ``stop`` (exclusive) of the index as skipped or lost; return the lost."""
+        if self.wanted is None:
+            return stop - first
+        lost = sum(1 for p in self.info.display_pts[first:stop] if p in self.wanted)
+        self.report.frames_skipped += stop - first - lost
+        return lost
 
     def _lost(self, frames: int, until: Fraction | None) -> None:
         after = self.last_time
@@ -533,20 +594,36 @@ class _Clock:
             self.cursor = index - 1
         for frame in frames:
             time = self.time_of(index, frame.pts)
+            if self.wanted is not None:
+                index = self.cursor
             self.last_time = time
             report.frames_decoded += 1
             yield DecodedFrame(index=index, time=time, frame=frame)
             index += 1
         seen = self.cursor + 1 if self.trusted and info.display_pts else index
         if seen < info.frame_count:
-            self._lost(info.frame_count - seen, None)
+            lost = (self._passed_over(seen, info.frame_count) if self.trusted and info.display_pts
+                    else info.frame_count - seen)
+            if lost:
+                self._lost(lost, None)
         if info.damage:
             report.lost(self.last_time, info.damage)
 
 
 def _decode(container: Any, stream: Any, clock: _Clock) -> Iterator[av.VideoFrame]:
-    """Decode every packet in order, skipping corrupt ones (recorded in the clock's report)."""
+    """Decode every packet in order, skipping corrupt ones (recorded in the clock's report).
+
+    While the clock has ``wanted`` timestamps, a packet outside them is decoded only if
+    it is a reference picture (the decoder decides, from the bitstream).
+    """
+    context = stream.codec_context
+    skipping = False
     for packet in _demux(container, stream, clock):
+        if packet.pts is not None:
+            skip = clock.wanted is not None and packet.pts not in clock.wanted
+            if skip != skipping:
+                context.skip_frame = "NONREF" if skip else "DEFAULT"
+                skipping = skip
         try:
             frames = packet.decode()
         except av.error.FFmpegError as exc:
