@@ -3,20 +3,22 @@
 On a generated 1080p30 H.264 60 s video, with the same ONNX model throughout,
 at infer_fps 5 and 30, measure side by side in one run:
 
-* ``e2e``: ``run_video`` as the CLI runs it (a decode thread beside the models);
+* ``e2e``: ``run_video`` as the CLI runs it (a decode thread beside the models,
+  two batches in the models at once);
 * ``decode``: decode + sample + convert only, with the pipeline's own code
   (``decode_batches``), keeping the images;
-* ``infer``: inference only, on those same images, in the same batches;
+* ``infer``: inference only, on those same images, in the same batches, with the
+  pipeline's own inference stage (``infer_batches``);
 * ``naive``: what users write: OpenCV ``VideoCapture.read()`` of every frame,
   letterbox + ``blobFromImage`` and an ONNX Runtime session with default options
   on each sampled frame, one at a time (the same frames: every 6th at 5 fps);
 
 and print ``limit_ratio`` = e2e wall / max(decode wall, infer wall,
 (decode CPU-s + infer CPU-s) / cores) and ``naive_speedup`` = naive wall / e2e
-wall. At infer_fps 5 it also times, for comparison, the sequential schedule
-(``overlap=False``: decode a batch, then infer it, in one thread) and (with rect too) the pipeline
-decoding every frame (``skip_frames=False``: non-reference frames no sample wants
-are decoded too). The
+wall. At infer_fps 5 it also times, for comparison, the schedule before
+parallel batches (``one_run``: one batch at a time, ONNX Runtime's threads on every
+core), end to end and inference only, and the pipeline decoding every frame
+(``skip_frames=False``: non-reference frames no sample wants are decoded too). The
 ``rect`` row repeats infer_fps 5 with the same weights exported with a dynamic
 input shape (rectangular letterbox), against the same naive run. Peak RSS of a
 pipeline run on the 1-minute and a 10-minute video is measured in fresh
@@ -47,10 +49,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from videos import one_minute_1080p, repeated  # noqa: E402
 
-from vidinfer.core.pipeline import PIPELINE_DECODE_THREADS, ModelRun, decode_batches, run_video  # noqa: E402
+from vidinfer.core.pipeline import (  # noqa: E402
+    PIPELINE_DECODE_THREADS,
+    Batch,
+    ModelRun,
+    decode_batches,
+    infer_batches,
+    run_video,
+)
 from vidinfer.core.video import probe  # noqa: E402
-from vidinfer.models.base import InferenceParams  # noqa: E402
-from vidinfer.models.registry import ModelRegistry  # noqa: E402
+from vidinfer.models.base import PARALLEL_BATCHES, InferenceParams, session_threads  # noqa: E402
+from vidinfer.models.registry import LoadOptions, ModelRegistry  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CACHE = Path(__file__).resolve().parent / ".cache"
@@ -72,13 +81,14 @@ def timed(fn: Callable[[], Any], repeat: int = 1) -> tuple[Any, float, float]:
     return out, statistics.median(walls), statistics.median(cpus)
 
 
-def decode_only(info, fps: Fraction, size: tuple[int, int]) -> list[list[np.ndarray]]:  # noqa: ANN001
-    """The pipeline's decode stage alone; the batches of images it would hand the model."""
-    return [b.images[size] for b in decode_batches(info, [size], fps, batch_size=BATCH)]
+def decode_only(info, fps: Fraction, size: tuple[int, int]) -> list[Batch]:  # noqa: ANN001
+    """The pipeline's decode stage alone; the batches it would hand the models."""
+    return list(decode_batches(info, [size], fps, batch_size=BATCH))
 
 
-def infer_only(model, batches: list[list[np.ndarray]], source: tuple[int, int]) -> int:  # noqa: ANN001
-    return sum(len(model.predict(images, source, PARAMS)) for images in batches)
+def infer_only(run: list[ModelRun], batches: list[Batch], source: tuple[int, int], parallel: int) -> int:
+    """The pipeline's inference stage alone, on decoded batches."""
+    return sum(len(done.batch) for done in infer_batches(batches, run, source, parallel=parallel))
 
 
 def naive(video: str, model_path: str, infer_fps: int) -> list[int]:
@@ -131,7 +141,7 @@ def peak_rss_mb(video: Path, model: str, infer_fps: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def bench_fps(video: Path, model_spec: str, fps: int, *, with_naive: bool, with_sequential: bool,
+def bench_fps(video: Path, model_spec: str, fps: int, *, with_naive: bool, with_one_run: bool,
               with_every_frame: bool, repeat: int) -> dict:
     model = ModelRegistry().load(model_spec)
     info = probe(str(video))
@@ -141,25 +151,29 @@ def bench_fps(video: Path, model_spec: str, fps: int, *, with_naive: bool, with_
     load = [os.getloadavg()[0]]
     result, e2e_wall, e2e_cpu = timed(lambda: run_video(info, run, Fraction(fps), batch_size=BATCH), repeat)
     batches, dec_wall, dec_cpu = timed(lambda: decode_only(info, Fraction(fps), size), repeat)
-    _, inf_wall, inf_cpu = timed(lambda: infer_only(model, batches, source), repeat)
-    samples = sum(len(b) for b in batches)
-    del batches
+    samples, inf_wall, inf_cpu = timed(lambda: infer_only(run, batches, source, PARALLEL_BATCHES), repeat)
     load.append(os.getloadavg()[0])
     limit = max(dec_wall, inf_wall, (dec_cpu + inf_cpu) / CORES)
     row: dict[str, Any] = {
         "infer_fps": fps, "samples": len(result), "model": Path(model_spec).name,
         "model_input": list(model.info.input_size or ()), "image_size": list(size),
-        "schedule": "overlapped" if result.stats["overlap"] else "sequential",
+        "parallel_batches": result.stats["parallel_batches"], "ort_threads": session_threads(),
         "frames_decoded": result.stats["frames_decoded"], "frames_skipped": result.stats["frames_skipped"],
         "e2e_wall": e2e_wall, "e2e_cpu": e2e_cpu, "decode_wall": dec_wall, "decode_cpu": dec_cpu,
         "infer_wall": inf_wall, "infer_cpu": inf_cpu, "limit": limit, "limit_ratio": e2e_wall / limit,
     }
     assert samples == len(result), "decode-only and e2e must see the same samples"
-    if with_sequential:
-        _, seq_wall, seq_cpu = timed(lambda: run_video(info, run, Fraction(fps), batch_size=BATCH, overlap=False),
-                                     repeat)
-        row.update(sequential_wall=seq_wall, sequential_cpu=seq_cpu, sequential_limit_ratio=seq_wall / limit)
+    if with_one_run:
+        # the schedule before parallel batches: one batch at a time, ONNX Runtime threads on every core
+        whole = [ModelRun("m", ModelRegistry(options=LoadOptions(threads=CORES)).load(model_spec), PARAMS)]
+        one, one_wall, one_cpu = timed(
+            lambda: run_video(info, whole, Fraction(fps), batch_size=BATCH, parallel_batches=1), repeat)
+        assert one.frame_offset == result.frame_offset
+        _, one_inf_wall, one_inf_cpu = timed(lambda: infer_only(whole, batches, source, 1), repeat)
+        row.update(one_run_wall=one_wall, one_run_cpu=one_cpu, one_run_speedup=one_wall / e2e_wall,
+                   one_run_infer_wall=one_inf_wall, one_run_infer_cpu=one_inf_cpu)
         load.append(os.getloadavg()[0])
+    del batches
     if with_every_frame:
         every, all_wall, all_cpu = timed(
             lambda: run_video(info, run, Fraction(fps), batch_size=BATCH, skip_frames=False), repeat)
@@ -197,16 +211,17 @@ def main() -> None:
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": {"cores": CORES, "cpu": _cpu_name(), "platform": platform.platform()},
         "video": video.name, "model": Path(args.model).name, "batch": BATCH, "confidence": CONFIDENCE,
-        "decode_threads": PIPELINE_DECODE_THREADS, "repeat": args.repeat, "rows": [],
+        "decode_threads": PIPELINE_DECODE_THREADS, "parallel_batches": PARALLEL_BATCHES,
+        "ort_threads": session_threads(), "repeat": args.repeat, "rows": [],
     }
     for fps in args.fps:
-        row = bench_fps(video, args.model, fps, with_naive=fps in args.naive_fps, with_sequential=fps == 5,
+        row = bench_fps(video, args.model, fps, with_naive=fps in args.naive_fps, with_one_run=fps == 5,
                         with_every_frame=fps == 5, repeat=args.repeat)
         report["rows"].append(row)
         print(_fmt(row), flush=True)
     naive5 = next((r for r in report["rows"] if r["infer_fps"] == 5 and "naive_wall" in r), None)
     if not args.skip_rect and Path(args.rect_model).exists():
-        rect = bench_fps(video, args.rect_model, 5, with_naive=False, with_sequential=False, with_every_frame=True,
+        rect = bench_fps(video, args.rect_model, 5, with_naive=False, with_one_run=True, with_every_frame=True,
                          repeat=args.repeat)
         if naive5 is not None:
             rect["naive_speedup"] = naive5["naive_wall"] / rect["e2e_wall"]
@@ -245,8 +260,9 @@ def _fmt(row: dict) -> str:
              f"decode={row['decode_wall']:.1f}s/{row['decode_cpu']:.1f}cpu",
              f"infer={row['infer_wall']:.1f}s/{row['infer_cpu']:.1f}cpu", f"limit={row['limit']:.1f}s",
              f"limit_ratio={row['limit_ratio']:.3f}"]
-    if "sequential_wall" in row:
-        parts += [f"sequential={row['sequential_wall']:.1f}s (ratio {row['sequential_limit_ratio']:.3f})"]
+    if "one_run_wall" in row:
+        parts += [f"one_run={row['one_run_wall']:.1f}s/{row['one_run_cpu']:.1f}cpu (x{row['one_run_speedup']:.2f}, "
+                  f"infer {row['one_run_infer_wall']:.1f}s/{row['one_run_infer_cpu']:.1f}cpu)"]
     if "every_frame_wall" in row:
         parts += [f"every_frame={row['every_frame_wall']:.1f}s/{row['every_frame_cpu']:.1f}cpu "
                   f"(x{row['every_frame_speedup']:.2f})"]

@@ -8,6 +8,7 @@ So input pixel (x, y) is source pixel (3x, 3(y - top)).
 
 from __future__ import annotations
 
+import os
 import threading
 from fractions import Fraction
 from pathlib import Path
@@ -29,7 +30,7 @@ from vidinfer.core.results import Classification, Detections
 from vidinfer.core.video import probe
 from vidinfer.errors import ModelError
 from vidinfer.models import onnx_yolo
-from vidinfer.models.base import InferenceParams, Model
+from vidinfer.models.base import PARALLEL_BATCHES, InferenceParams, Model, session_threads
 from vidinfer.models.onnx_yolo import COCO_KEYPOINTS, ExportMetadata, load_onnx_model
 from vidinfer.wire import results_to_json
 
@@ -371,6 +372,15 @@ def test_session_settings_info_and_providers(tmp_path: Path) -> None:
                                                                      (640, 640))
     assert info.source.endswith("yolo-mine.onnx") and info.license == "user-supplied"
     assert onnx_yolo._choose_providers(("NoSuchExecutionProvider",)) == ["CPUExecutionProvider"]
+
+
+def test_by_default_each_run_gets_its_share_of_the_cores(tmp_path: Path) -> None:
+    """The pipeline has PARALLEL_BATCHES runs in a session at once; together they use every core."""
+    model = load_onnx_model(constant_model(tmp_path / "auto.onnx", [anchors_output(7, 16, {})]))
+    threads = model._runner.session.get_session_options().intra_op_num_threads  # type: ignore[attr-defined]
+    cores = os.cpu_count() or 1
+    assert threads == max(1, cores // PARALLEL_BATCHES) == session_threads()
+    assert threads * PARALLEL_BATCHES <= max(cores, PARALLEL_BATCHES)
 
 
 def test_predict_is_reentrant(tmp_path: Path) -> None:

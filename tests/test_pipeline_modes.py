@@ -1,14 +1,15 @@
 """The pipeline's two schedules and the fast YUV -> RGB path give the same results as the plain ones.
 
-By default a decode thread feeds the models over a bounded queue; ``overlap=False``
-decodes a batch, then infers it, in the calling thread. Both must pick the same
-frames and produce the same predictions; both must stop on cancellation and hand
-decode errors to the caller.
+By default a decode thread feeds the models over a bounded queue and two batches
+are in the models at once; ``overlap=False`` decodes a batch, then infers it, in
+the calling thread. Both must pick the same frames and produce the same predictions
+in order; both must stop on cancellation and hand decode errors to the caller.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -72,13 +73,61 @@ def test_sequential_and_overlapped_give_the_same_result(video: Path, start: floa
     assert results[False].stats["overlap"] is False and results[True].stats["overlap"] is True
 
 
-def test_decoding_moves_to_a_thread_by_default_and_the_models_stay_in_the_callers(video: Path) -> None:
+def test_by_default_decoding_and_two_batches_of_inference_run_in_threads_of_their_own(video: Path) -> None:
     info = probe(str(video))
     default, inline = MeanModel(), MeanModel()
-    assert run_video(info, [ModelRun("m", default)], Fraction(5)).stats["overlap"] is True
-    assert run_video(info, [ModelRun("m", inline)], Fraction(5), overlap=False).stats["overlap"] is False
-    # the models always run in the caller's thread; only decoding moves
-    assert default.threads == inline.threads == {threading.current_thread().name}
+    stats = run_video(info, [ModelRun("m", default)], Fraction(5)).stats
+    assert stats["overlap"] is True and stats["parallel_batches"] == 2
+    inline_stats = run_video(info, [ModelRun("m", inline)], Fraction(5), overlap=False).stats
+    assert inline_stats["overlap"] is False and inline_stats["parallel_batches"] == 1
+    assert inline.threads == {threading.current_thread().name}
+    assert default.threads and all(name.startswith("vidinfer-infer") for name in default.threads)
+
+
+class Meeting(MeanModel):
+    """Each batch waits until another batch is in ``predict`` too: it only finishes if two run at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.barrier = threading.Barrier(2, timeout=5)
+
+    def predict(self, images, source_size, params):  # noqa: ANN001, ANN201
+        self.barrier.wait()
+        return super().predict(images, source_size, params)
+
+
+def test_two_batches_are_in_the_model_at_once(video: Path) -> None:
+    result = run_video(probe(str(video)), [ModelRun("m", Meeting())], Fraction(5), batch_size=2)
+    assert len(result) == 15 and result.failed_frames == 0
+
+
+class Slower(MeanModel):
+    """The earlier the frame, the longer the batch takes: batches finish out of order."""
+
+    def predict(self, images, source_size, params):  # noqa: ANN001, ANN201
+        time.sleep(0.05 * (1 - frame_label(images[0]) / 90))
+        return super().predict(images, source_size, params)
+
+
+class Flaky(MeanModel):
+    """Fails on every frame whose label is a multiple of 4 (as a lone frame too): those are nulled."""
+
+    def predict(self, images, source_size, params):  # noqa: ANN001, ANN201
+        if any(frame_label(im) % 4 == 0 for im in images):
+            raise RuntimeError("flaky")
+        return super().predict(images, source_size, params)
+
+
+def test_batches_finishing_out_of_order_are_collected_in_order(video: Path) -> None:
+    info = probe(str(video))
+    runs = lambda: [ModelRun("m", Slower((160, 96))), ModelRun("f", Flaky((160, 96)))]  # noqa: E731
+    parallel = run_video(info, runs(), Fraction(10), batch_size=2, parallel_batches=3)
+    inline = run_video(info, runs(), Fraction(10), batch_size=2, overlap=False)
+    assert _summary(parallel) == _summary(inline)
+    assert parallel.frame_offset == sorted(parallel.frame_offset)
+    nulled = [i for i, p in zip(parallel.frame_offset, parallel.predictions["m"]) if p is None]
+    assert nulled and all(i % 4 == 0 for i in nulled) and parallel.failed_frames == len(nulled)
+    assert [p is None for p in parallel.predictions["f"]] == [p is None for p in parallel.predictions["m"]]
 
 
 @pytest.mark.parametrize("overlap", [False, True])
@@ -94,7 +143,7 @@ def test_cancel_stops_either_schedule(video: Path, overlap: bool) -> None:
         run_video(info, [ModelRun("m", MeanModel())], Fraction(10), batch_size=2, should_cancel=cancel,
                   overlap=overlap)
     assert len(calls) == 3
-    assert not any(t.name == "vidinfer-decode" for t in threading.enumerate())
+    assert not any(t.name.startswith(("vidinfer-decode", "vidinfer-infer")) for t in threading.enumerate())
 
 
 @pytest.mark.parametrize("overlap", [False, True])
@@ -105,7 +154,7 @@ def test_a_model_error_reaches_the_caller_in_either_schedule(video: Path, overla
 
     with pytest.raises(KeyboardInterrupt):
         run_video(probe(str(video)), [ModelRun("m", Broken())], Fraction(5), overlap=overlap)
-    assert not any(t.name == "vidinfer-decode" for t in threading.enumerate())
+    assert not any(t.name.startswith(("vidinfer-decode", "vidinfer-infer")) for t in threading.enumerate())
 
 
 def test_decode_batches_yields_every_sample_once_at_every_size(video: Path) -> None:

@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     decode_threads: int = 0
     #: frames per inference batch
     batch_size: int = 4
-    #: ONNX Runtime intra-op threads (0: one per core)
+    #: ONNX Runtime intra-op threads per run (0: half the cores; the pipeline runs two batches at once)
     ort_threads: int = 0
     #: ONNX Runtime execution providers in order of preference; empty = CUDA if present, else CPU
     providers: str = ""

@@ -5,15 +5,15 @@ not decode at all the non-reference frames no sample wants: ``wanted_pts``), and
 converts each once per distinct size the models want, straight from YUV to the
 model's input size (``DecodedFrame.to_rgb``); batches of those go to the models.
 A decode thread (PyAV's codec threads, which release the GIL) feeds the models
-through a small bounded queue while ONNX Runtime runs in the calling thread, so
-neither stage waits for the other. On a GPU that keeps the GPU busy; on the CPU it
-is faster too, although both stages want every core: on this project's 2-core
-machine, with YOLOv8n at 640x640 over 1080p video, overlapped took 36.9 s against
-44.6 s for decode-a-batch-then-infer (bench/README.md). ``overlap=False`` keeps
-the sequential schedule, for comparison and for callers that want one thread.
+through a small bounded queue, and ``PARALLEL_BATCHES`` batches are in the models
+at once, each in a thread of its own, collected in order (``infer_batches``).
+Independent runs keep every core busy without the barrier waits of one run split
+across threads; on this project's 2-core machine that made the whole pipeline
+4-26% faster than one two-thread run (bench/README.md). ``overlap=False`` keeps
+everything in the calling thread: decode a batch, then infer it.
 
-Either way at most ``QUEUE_DEPTH + 1`` batches are alive at once, so memory stays
-flat whatever the video's length.
+Either way at most ``QUEUE_DEPTH + PARALLEL_BATCHES + 2`` batches are alive at
+once, so memory stays flat whatever the video's length.
 """
 
 from __future__ import annotations
@@ -25,18 +25,20 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
 from fractions import Fraction
 
 import numpy as np
 
-from vidinfer.core.results import FramePrediction, VideoResult
+from vidinfer.core.results import FramePrediction, Prediction, VideoResult
 from vidinfer.core.sampling import check_infer_fps, check_range, sample_frames, sample_time
 from vidinfer.core.video import DecodeReport, VideoInfo, can_skip_frames, iter_frames
 from vidinfer.errors import Cancelled, ModelError, VidinferError
-from vidinfer.models.base import InferenceParams, Model
+from vidinfer.models.base import PARALLEL_BATCHES, InferenceParams, Model
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,16 @@ class Batch:
 
     def __len__(self) -> int:
         return len(self.ks)
+
+
+@dataclass
+class Inferred:
+    """A batch and what each model (by key) made of it: one output per frame (None where
+    inference failed on it), and the seconds the model took."""
+
+    batch: Batch
+    outputs: dict[str, list[Prediction | None]]
+    seconds: dict[str, float]
 
 
 _DONE = object()
@@ -196,13 +208,15 @@ def run_video(
     k_range: tuple[int, int | None] = (0, None),
     overlap: bool = True,
     skip_frames: bool = True,
+    parallel_batches: int = PARALLEL_BATCHES,
 ) -> VideoResult:
     """Run every model over the sampled frames of a video and collect the result.
 
     ``k_range`` = (first sample, sample to stop before) runs one chunk of the job: the
     samples it yields are exactly those a single pass yields for those indices.
-    ``overlap``: decode in a thread of its own while the models run (see the module's
-    docstring); False decodes a batch, then infers it, in the calling thread.
+    ``overlap``: decode in a thread of its own while the models run ``parallel_batches``
+    batches at once (see the module's docstring); False decodes a batch, then infers
+    it, in the calling thread.
     ``skip_frames``: leave undecoded the non-reference frames no sample picks (the
     results are the same; False decodes every frame, for comparison).
     """
@@ -223,11 +237,12 @@ def run_video(
                              skip_frames=skip_frames)
     started = time.perf_counter()
     infer_seconds = {run.key: 0.0 for run in runs}
-    with closing(_in_thread(batches) if overlap else batches) as feed:
-        for batch in feed:
+    with closing(_in_thread(batches) if overlap else batches) as feed, \
+            closing(infer_batches(feed, runs, source_size, parallel=parallel_batches if overlap else 1)) as inferred:
+        for done in inferred:
             if should_cancel is not None and should_cancel():
                 raise Cancelled("the job was cancelled")
-            _infer_batch(batch, runs, source_size, result, infer_seconds)
+            _collect(done, runs, source_size, result, infer_seconds)
             if on_progress is not None:
                 on_progress(Progress(len(result.frame_offset), max(total, len(result.frame_offset)),
                                      time.perf_counter() - started))
@@ -243,6 +258,7 @@ def run_video(
         "decode_seconds": round(decode_seconds[0], 4),
         "inference_seconds": {k: round(v, 4) for k, v in infer_seconds.items()},
         "overlap": overlap,
+        "parallel_batches": parallel_batches if overlap else 1,
     }
     return result
 
@@ -302,31 +318,58 @@ def _drain(handoff: queue.Queue[object]) -> None:
             return
 
 
-def _infer_batch(batch: Batch, runs: Sequence[ModelRun], source_size: tuple[int, int],
-                 result: VideoResult, infer_seconds: dict[str, float]) -> None:
+def infer_batches(batches: Iterable[Batch], runs: Sequence[ModelRun], source_size: tuple[int, int], *,
+                  parallel: int = PARALLEL_BATCHES) -> Iterator[Inferred]:
+    """Run every model over each batch, ``parallel`` batches at once, yielding them in order.
+
+    ``parallel=1`` runs them in the calling thread. At most ``parallel + 1`` batches are
+    held here. Closing the generator (the consumer failed or was cancelled) drops the
+    batches not started and waits for the ones running.
+    """
+    if parallel <= 1:
+        for batch in batches:
+            yield _infer(batch, runs, source_size)
+        return
+    pending: deque[Future[Inferred]] = deque()
+    with ThreadPoolExecutor(parallel, thread_name_prefix="vidinfer-infer") as pool:
+        try:
+            for batch in batches:
+                pending.append(pool.submit(_infer, batch, runs, source_size))
+                while len(pending) > parallel or (pending and pending[0].done()):
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+def _infer(batch: Batch, runs: Sequence[ModelRun], source_size: tuple[int, int]) -> Inferred:
+    done = Inferred(batch, {}, {})
+    for run in runs:
+        t0 = time.perf_counter()
+        done.outputs[run.key] = _predict_tolerant(run, batch.images[run.model.image_size(source_size)], source_size)
+        done.seconds[run.key] = time.perf_counter() - t0
+    return done
+
+
+def _collect(done: Inferred, runs: Sequence[ModelRun], source_size: tuple[int, int], result: VideoResult,
+             infer_seconds: dict[str, float]) -> None:
+    """Append an inferred batch to the result; a frame that failed in one model is null in every
+    list (the hosted API's rule)."""
+    batch = done.batch
     result.frame_offset.extend(batch.indices)
     result.time_offset.extend(round(float(t), 4) for t in batch.times)
-    failed = [False] * len(batch.ks)
-    for run in runs:
-        images = batch.images[run.model.image_size(source_size)]
-        t0 = time.perf_counter()
-        outputs = _predict_tolerant(run, images, source_size)
-        spent = time.perf_counter() - t0
-        infer_seconds[run.key] += spent
-        share = spent / max(1, len(images))
-        column = result.predictions[run.key]
-        for i, out in enumerate(outputs):
-            if out is None:
-                failed[i] = True
-                column.append(None)
-            else:
-                column.append(FramePrediction(out, source_size, share))
-    # a frame that failed in one model is null in every list (the hosted API's rule)
     n = len(batch.ks)
+    failed = [any(done.outputs[run.key][i] is None for run in runs) for i in range(n)]
+    for run in runs:
+        infer_seconds[run.key] += done.seconds[run.key]
+        share = done.seconds[run.key] / max(1, n)
+        result.predictions[run.key].extend(
+            None if bad else FramePrediction(out, source_size, share)
+            for out, bad in zip(done.outputs[run.key], failed))
     for i, bad in enumerate(failed):
         if bad:
-            for run in runs:
-                result.predictions[run.key][-n + i] = None
             result.failed_frames += 1
             result.warnings.append(
                 f"inference failed on frame {batch.indices[i]} (t={float(batch.times[i]):.3f}s); its entry is null"

@@ -7,6 +7,7 @@ model asks for (``image_size``), and hands batches of those images to
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -15,6 +16,19 @@ import numpy as np
 
 from vidinfer.core.results import Prediction
 from vidinfer.errors import InvalidInput
+
+#: batches the pipeline has in ``predict`` at once, each in a thread of its own (adapters are
+#: thread-safe). Two independent runs keep the cores busy through each other's serial parts and
+#: post-processing, and never wait on one another the way one run's threads do when the decoder
+#: preempts one of them: on 2 cores, two one-thread ONNX Runtime runs beat one two-thread run in 8
+#: of 9 paired rounds, by 17-22% alone and 4-26% beside the decoder (bench/README.md).
+PARALLEL_BATCHES = 2
+
+
+def session_threads(threads: int = 0) -> int:
+    """Intra-op threads for one ONNX Runtime run: ``threads``, or the cores shared among the parallel batches."""
+    return threads or max(1, (os.cpu_count() or 1) // PARALLEL_BATCHES)
+
 
 #: the hosted API's inference_type names
 TASKS = (

@@ -36,7 +36,7 @@ import onnxruntime as ort
 
 from vidinfer.core.results import Classification, Detections
 from vidinfer.errors import ModelError
-from vidinfer.models.base import InferenceParams, Model, ModelInfo, fit_within
+from vidinfer.models.base import InferenceParams, Model, ModelInfo, fit_within, session_threads
 
 log = logging.getLogger(__name__)
 
@@ -325,10 +325,11 @@ def _choose_providers(wanted: Sequence[str]) -> list[str]:
 
 
 def _open_session(path: Path, threads: int, providers: Sequence[str]) -> ort.InferenceSession:
-    """Settings measured in PERFORMANCE.md: full graph optimisation, no spin-waiting (frees a core for decoding)."""
+    """Full graph optimisation, no spin-waiting (frees a core for decoding), and a share of the cores:
+    the pipeline runs ``PARALLEL_BATCHES`` batches through the session at once (``session_threads``)."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads or os.cpu_count() or 1
+    options.intra_op_num_threads = session_threads(threads)
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
