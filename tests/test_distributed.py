@@ -19,7 +19,7 @@ import httpx
 import pytest
 from dist_cluster import FPS, Cluster, single_pass_results, submit, wait_for, without_timings
 from seaweed import SeaweedS3, missing_service
-from services import reachable
+from services import BROKER, reachable
 from videos import make_video
 
 
@@ -78,6 +78,36 @@ def test_a_worker_killed_mid_chunk_is_replaced_and_the_results_are_unchanged(
     assert all(c["done"] for c in chunks)
     assert [c["idx"] for c in chunks if c["runs"] == 2] == interrupted  # redelivered once, to the new worker
     assert sum(c["frames_done"] for c in chunks) == status["frames_done"] == 60  # each chunk counted once
+    assert without_timings(httpx.get(status["output_signed_url"]).json()) == single_pass
+
+
+def test_a_planner_killed_after_recording_its_chunks_leaves_the_redelivered_plan_to_send_them(
+        cluster: Cluster, long_video: Path, single_pass: dict) -> None:
+    """The planner records the chunks, then sends one task each; one that dies between the two has its
+    plan redelivered, which must send the chunks (here none was sent) rather than leave the job running."""
+    from kombu import Connection
+
+    from vidinfer.core.chunks import plan_chunks
+    from vidinfer.core.pipeline import expected_samples
+    from vidinfer.core.video import probe
+    from vidinfer.jobs.store import JobStore
+
+    key = cluster.api.key("acme")
+    job_id = submit(cluster, key, long_video)  # no worker yet: the plan waits in the queue
+    store = JobStore(cluster.env["VIDINFER_DATABASE_URL"])
+    fps = Fraction(FPS)
+    with Connection(BROKER) as conn, conn.SimpleQueue(cluster.env["VIDINFER_QUEUE"]) as queue:
+        message = queue.get(timeout=30)  # a planner takes the message, records the plan, and dies
+        assert message.headers["task"] == "vidinfer.plan" and message.decode()[0] == [job_id]
+        job = store.claim_id(job_id, "doomed-planner")
+        total = expected_samples(probe(str(long_video)), fps)
+        chunks = plan_chunks(total, fps, float(cluster.env["VIDINFER_CHUNK_SECONDS"]))
+        assert job is not None and store.set_chunks(job, [(c.k_first, c.k_stop) for c in chunks], total)
+    # its connection closed with the message unacknowledged: RabbitMQ requeues it, marked redelivered
+    cluster.worker()
+    status = cluster.api.wait(key, job_id, timeout=300)
+    assert status["status"] == 0, (status, cluster.logs())
+    assert [(c["done"], c["runs"]) for c in cluster.chunks(job_id)] == [(True, 1)] * len(chunks) == [(True, 1)] * 6
     assert without_timings(httpx.get(status["output_signed_url"]).json()) == single_pass
 
 

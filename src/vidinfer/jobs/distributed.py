@@ -10,8 +10,10 @@ exactly as in a single pass).
 
 Delivery is at least once (``acks_late`` with ``reject_on_worker_lost``: a killed
 worker's task goes back to the queue), so every step is idempotent: a planner
-finds the job already claimed, a redelivered chunk overwrites its own output and
-progress, and a second merge writes the same file and finds the job already done.
+finds the job already claimed (and, redelivered, sends the chunks no worker has
+started, as its predecessor may have died before sending them), a redelivered chunk
+overwrites its own output and progress, and a second merge writes the same file and
+finds the job already done.
 A chunk whose worker died ``max_attempts`` times (deliveries, not outage retries) fails the job
 with ``worker_lost``, so a video that kills every worker that opens it cannot circulate forever.
 Cancelling sets a flag that chunks read between batches. Celery's result backend
@@ -83,9 +85,10 @@ def make_celery(settings: Settings) -> Celery:
     app.conf.task_routes = {PLAN: {"queue": settings.queue}, CHUNK: {"queue": settings.queue}}
     engine = _Engine(settings)
 
-    @app.task(name=PLAN)
-    def plan(job_id: str) -> None:
-        engine.ride_out(job_id, lambda: engine.plan(app, job_id))
+    @app.task(name=PLAN, bind=True)
+    def plan(task, job_id: str) -> None:  # noqa: ANN001 - Celery's bound task
+        redelivered = bool((task.request.delivery_info or {}).get("redelivered"))
+        engine.ride_out(job_id, lambda: engine.plan(app, job_id, redelivered=redelivered))
 
     @app.task(name=CHUNK)
     def chunk(job_id: str, idx: int) -> None:
@@ -209,13 +212,27 @@ class _Engine:
         return cancelled
 
     # -- plan ---------------------------------------------------------------------------
-    def plan(self, app: Celery, job_id: str) -> None:
+    def plan(self, app: Celery, job_id: str, *, redelivered: bool = False) -> None:
+        """Claim the job, probe its input, record its chunks, send one task each.
+
+        A plan that finds the chunks recorded was either sent twice (the API's sweep: it
+        does nothing) or ``redelivered`` because its planner died, maybe before sending
+        every chunk: it sends the chunks no worker has started. One that a worker started
+        and lost comes back by itself.
+        """
         store = self.runner.store
         job = store.claim_id(job_id, self.worker)
         if job is None:
             current = store.get(job_id)
-            if current.state is not JobState.RUNNING or store.chunks(job_id):
-                return  # finished, cancelled, or planned already (a redelivered plan)
+            if current.state is not JobState.RUNNING:
+                return  # finished or cancelled
+            recorded = store.chunks(job_id)
+            if recorded:
+                if redelivered:
+                    unstarted = [c["idx"] for c in recorded if not c["done"] and not c["runs"]]
+                    self.ride_out(job_id, lambda: [send(app, CHUNK, job_id, idx) for idx in unstarted])
+                    log.info("job %s: plan redelivered, %d unstarted chunks sent again", job_id, len(unstarted))
+                return
             job = current  # the planner died between its claim and its plan: plan again
         try:
             self.runner.resolve(job)  # unknown models fail the job before any decoding
@@ -232,7 +249,7 @@ class _Engine:
             return
         if store.set_chunks(job, [(c.k_first, c.k_stop) for c in chunks], total):
             # the plan is recorded: from here a broker outage retries the sends, not the plan (a plan
-            # run again would find the chunks recorded and send nothing)
+            # run again would find the chunks recorded)
             self.ride_out(job.id, lambda: [send(app, CHUNK, job.id, c.index) for c in chunks])
             log.info("job %s: %d samples in %d chunks", job.id, total, len(chunks))
 
