@@ -12,7 +12,7 @@ across threads; on this project's 2-core machine that made the whole pipeline
 4-26% faster than one two-thread run (bench/README.md). ``overlap=False`` keeps
 everything in the calling thread: decode a batch, then infer it.
 
-Either way at most ``QUEUE_DEPTH + PARALLEL_BATCHES + 2`` batches are alive at
+Either way at most ``QUEUE_DEPTH + PARALLEL_BATCHES + 3`` batches are alive at
 once, so memory stays flat whatever the video's length.
 """
 
