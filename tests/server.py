@@ -106,9 +106,17 @@ class Server:
         return response.json()
 
     def wait(self, key: str, job_id: str, timeout: float = 180.0) -> dict[str, Any]:
+        """Poll until the job ends, as a client should: a 429 waits its ``Retry-After`` (the status
+        endpoint allows ``VIDINFER_STATUS_RATE_PER_MINUTE``, 120 by default, after a burst)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            status = self.status(key, job_id)
+            try:
+                status = self.status(key, job_id)
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code != 429:
+                    raise
+                time.sleep(float(exc.response.headers.get("Retry-After", "1")))
+                continue
             if status["status"] != 1:
                 return status
             time.sleep(0.2)
