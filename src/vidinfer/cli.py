@@ -1,4 +1,4 @@
-"""The ``vidinfer`` command: a thin shell over the engine (and, later, the service).
+"""The ``vidinfer`` command: a thin shell over the engine, the service (``serve``, ``worker``) and its keys.
 
 Every ``VidinferError`` becomes one line on stderr and the error's exit code;
 ``--debug`` shows the traceback instead.

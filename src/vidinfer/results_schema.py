@@ -1,7 +1,8 @@
 """The JSON Schema of the results file, published at ``/results.schema.json``.
 
 Written as pydantic models so the schema and its documentation live in one place;
-``tests/test_results_schema.py`` validates real results files against it.
+``tests/test_service.py`` and ``tests/test_tracking_e2e.py`` validate real results files
+against it.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Probing and decoding video with PyAV.
 
-Two ideas matter here:
+Three ideas matter here:
 
 * Frames are emitted in display order (the order the decoder outputs them) and
   each gets a *display index* (0, 1, 2, ...) and a *display time* relative to the
