@@ -5,7 +5,11 @@ const $ = (sel) => document.querySelector(sel);
 const RESERVED = new Set(["frame_offset", "time_offset", "tracks", "counts"]);
 let key = localStorage.getItem("vidinfer-key") || "";
 let selectedJob = null;
-let player = null; // {job, results, samples, classes}
+// the open job: {job, results, samples, classes, timeline, unplayable, burntIn}; burntIn: the video playing is a
+// render with the predictions drawn into its pictures, so the overlay draws nothing over it
+let player = null;
+let opening = 0; // counts openJob calls: answers for a job that is no longer the one opening are dropped
+let openingJob = null; // the job being opened, so the job list's refresh does not open it again meanwhile
 
 // -- the API -----------------------------------------------------------------------------------
 function withKey(path) {
@@ -146,7 +150,8 @@ async function refreshJobs() {
     body.append(row);
   }
   const current = jobs.find((j) => j.job_id === selectedJob);
-  if (current && current.state === "done" && (!player || player.job.job_id !== current.job_id)) openJob(current.job_id);
+  if (current && current.state === "done" && openingJob !== current.job_id
+      && (!player || player.job.job_id !== current.job_id)) openJob(current.job_id);
 }
 
 function escapeHtml(text) {
@@ -157,52 +162,154 @@ setInterval(() => { if (key && !$("#app").hidden) refreshJobs().catch(() => {});
 
 // -- the player --------------------------------------------------------------------------------
 async function openJob(jobId) {
-  selectedJob = jobId;
-  const job = await api(`/videoinfer?job_id=${encodeURIComponent(jobId)}`);
+  const token = ++opening;
+  selectedJob = openingJob = jobId;
+  resetPlayer();
   $("#player").hidden = false;
   $("#player-job").textContent = jobId.slice(0, 8);
-  $("#player-state").textContent = job.state;
-  if (job.state !== "done") { player = null; return; }
-  const results = await (await fetch(job.output_signed_url)).json();
-  player = { job, results, ...index(results) };
-  $("#download-results").href = job.output_signed_url;
-  $("#download-render").hidden = true;
-  $("#render-state").textContent = "";
-  const video = $("#video");
-  video.src = job.video_url;
-  drawTimeline();
-  drawLegend();
-  document.body.dataset.player = "ready";
+  $("#player-state").textContent = "";
+  try {
+    const job = await api(`/videoinfer?job_id=${encodeURIComponent(jobId)}`);
+    if (token !== opening) return;
+    $("#player-state").textContent = job.state;
+    if (job.state !== "done") return;
+    const results = await (await fetch(job.output_signed_url)).json();
+    if (token !== opening) return;
+    player = { job, results, ...index(results) };
+    $("#download-results").href = job.output_signed_url;
+    $("#download-results").hidden = $("#render").hidden = false;
+    $("#video").src = job.video_url;
+    drawTimeline();
+    drawLegend();
+    document.body.dataset.player = "ready";
+  } catch (err) {
+    if (token === opening) $("#player-state").textContent = `cannot open the job: ${err.message}`;
+  } finally {
+    if (token === opening) openingJob = null;
+  }
 }
+
+// Nothing of the job shown before stays: not its boxes, its video, its timeline, legend or links.
+function resetPlayer() {
+  player = null;
+  delete document.body.dataset.player;
+  const video = $("#video");
+  video.pause();
+  video.removeAttribute("src");
+  video.load(); // drops the last picture
+  $(".stage").hidden = false;
+  for (const canvas of [$("#overlay"), $("#timeline")]) {
+    canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
+  }
+  $("#legend").innerHTML = "";
+  $("#download-results").removeAttribute("href");
+  $("#download-results").hidden = $("#render").hidden = $("#download-render").hidden = true;
+  $("#render-state").textContent = "";
+  videoMessage(null);
+}
+
+// -- a video this browser cannot play: say so, and offer a copy it plays -------------------------
+const H264 = 'video/mp4; codecs="avc1.42E01E"';
+
+function videoMessage(text, { offer = false, error = false } = {}) {
+  $("#video-message").hidden = !text;
+  $("#video-message").classList.toggle("error", error);
+  $("#video-message-text").textContent = text || "";
+  $("#preview").hidden = !offer;
+}
+
+// An AVI, MPEG-4 Part 2, HEVC... fails with MEDIA_ERR_SRC_NOT_SUPPORTED (or DECODE); a video track the browser
+// cannot decode beside audio it can plays as sound only (no width). The job's predictions are all there, so a
+// render of the job (H.264, the predictions drawn in, made by a worker) is offered, or played if one is made.
+async function cannotPlay() {
+  const p = player;
+  if (!p || p.unplayable) return;
+  p.unplayable = true;
+  $(".stage").hidden = true; // not a black player at 0:00
+  videoMessage("This browser cannot play this video: browsers play MP4 (H.264), WebM and Ogg, not AVI, MPEG-4 "
+    + "Part 2, HEVC or many camera formats. The predictions are below, and a copy the browser plays can be made.",
+  { offer: true });
+  try {
+    const render = await api(`/videoinfer/render?job_id=${encodeURIComponent(p.job.job_id)}`);
+    if (p === player && render.status <= 1 && wholeVideo(render.options)) showRender(render);
+  } catch (err) {
+    // no render of this job yet (render_not_found): the button makes one
+  }
+}
+
+// a render made with no options: every model's predictions over the whole video, nothing blurred
+function wholeVideo(options) {
+  const o = options || {};
+  return o.start == null && o.end == null && !(o.blur || []).length && !(o.models || []).length;
+}
+
+function playPreview(url) {
+  player.burntIn = true;
+  $("#video").src = url;
+  $(".stage").hidden = false;
+  if ($("#video").canPlayType(H264)) {
+    videoMessage("This browser cannot play the original video: playing a copy made for it (H.264 MP4), "
+      + "with the predictions drawn into the picture.");
+  } else {
+    videoMessage("This browser cannot play H.264 video either: download the rendered MP4 below to watch it.",
+      { error: true });
+  }
+}
+
+$("#preview").addEventListener("click", () => $("#render").click());
+
+$("#video").addEventListener("error", () => {
+  const video = $("#video");
+  const code = video.error ? video.error.code : MediaError.MEDIA_ERR_ABORTED;
+  if (!player || !video.getAttribute("src") || code === MediaError.MEDIA_ERR_ABORTED) return;
+  if (player.burntIn) {
+    videoMessage("This browser could not play the copy made for it (H.264 MP4) either: download it below.",
+      { error: true });
+  } else {
+    cannotPlay();
+  }
+});
 
 // -- rendering: the job's video with its predictions drawn, made by a worker -----------------------
 async function showRender(render) {
   const link = $("#download-render");
   const state = $("#render-state");
+  const p = player;
+  if (!p || p.job.job_id !== render.job_id) return;
+  const preview = p.unplayable && !p.burntIn;
   if (render.status === 0) {
     link.href = render.rendered_signed_url;
     link.hidden = false;
     state.textContent = "";
+    if (preview && wholeVideo(render.options)) playPreview(render.rendered_signed_url);
+    else if (preview) renderFailed("the render made covers part of the video only: make the copy again");
     return;
   }
   link.hidden = true;
   if (render.status > 1) {
-    state.className = "error";
-    state.textContent = render.error ? render.error.message : "the render failed";
+    renderFailed(render.error ? render.error.message : "the render failed");
     return;
   }
   state.className = "";
   state.textContent = `rendering… ${Math.round((render.progress || 0) * 100)}%`;
-  const jobId = render.job_id;
+  if (preview) videoMessage(`Making a copy this browser plays… ${Math.round((render.progress || 0) * 100)}%`);
   setTimeout(async () => {
-    if (!player || player.job.job_id !== jobId) return;
+    if (p !== player) return;
     try {
-      await showRender(await api(`/videoinfer/render?job_id=${encodeURIComponent(jobId)}`));
+      await showRender(await api(`/videoinfer/render?job_id=${encodeURIComponent(render.job_id)}`));
     } catch (err) {
-      state.className = "error";
-      state.textContent = err.message;
+      renderFailed(err.message);
     }
   }, 1000);
+}
+
+function renderFailed(message) {
+  $("#render-state").className = "error";
+  $("#render-state").textContent = message;
+  if (player && player.unplayable && !player.burntIn) {
+    videoMessage(`This browser cannot play this video, and the copy for it could not be made: ${message}`,
+      { offer: true, error: true });
+  }
 }
 
 $("#render").addEventListener("click", async () => {
@@ -210,8 +317,7 @@ $("#render").addEventListener("click", async () => {
   try {
     await showRender(await api(`/videoinfer/render?job_id=${encodeURIComponent(player.job.job_id)}`, { method: "POST" }));
   } catch (err) {
-    $("#render-state").className = "error";
-    $("#render-state").textContent = err.message;
+    renderFailed(err.message);
   }
 });
 
@@ -255,11 +361,11 @@ function sampleAt(t) {
 
 function drawOverlay() {
   const video = $("#video"), canvas = $("#overlay");
-  if (player && video.videoWidth) {
+  const ctx = canvas.getContext("2d");
+  ctx.clearRect(0, 0, canvas.width, canvas.height); // every frame starts blank: no box outlives its frame or job
+  if (player && video.videoWidth && !player.burntIn) {
     canvas.width = video.clientWidth;
     canvas.height = video.clientHeight;
-    const ctx = canvas.getContext("2d");
-    ctx.clearRect(0, 0, canvas.width, canvas.height);
     // the video is letterboxed inside its element: map source pixels to the shown picture
     const scale = Math.min(canvas.width / video.videoWidth, canvas.height / video.videoHeight);
     const ox = (canvas.width - video.videoWidth * scale) / 2, oy = (canvas.height - video.videoHeight * scale) / 2;
@@ -279,8 +385,8 @@ function drawOverlay() {
         ctx.fillText(label, x + 3, Math.max(12, y - 4));
       }
     }
-    drawPlayhead();
   }
+  if (player) drawPlayhead();
   requestAnimationFrame(drawOverlay);
 }
 requestAnimationFrame(drawOverlay);
@@ -333,7 +439,11 @@ $("#timeline").addEventListener("click", (e) => {
   const rect = e.target.getBoundingClientRect();
   $("#video").currentTime = ((e.clientX - rect.left) / rect.width) * duration();
 });
-$("#video").addEventListener("loadedmetadata", () => player && drawTimeline());
+$("#video").addEventListener("loadedmetadata", () => {
+  if (!player) return;
+  if (!$("#video").videoWidth) cannotPlay(); // sound only: the picture's codec is not one this browser plays
+  drawTimeline();
+});
 window.addEventListener("resize", () => player && drawTimeline());
 
 function drawLegend() {
