@@ -6,6 +6,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from seaweed import missing_service
 from server import Server
@@ -253,6 +254,17 @@ def test_a_video_the_browser_cannot_play_gets_a_playable_preview(browser, server
     else:
         page.wait_for_selector("#video-message:has-text('H.264')", timeout=30_000)
     page.screenshot(path=str(tmp_path / "preview.png"))
+
+    # opened again, the job plays the copy made before at once: nothing to click, nothing rendered again
+    def render() -> dict:
+        return httpx.get(f"{server.url}/videoinfer/render", params={"api_key": key, "job_id": jobs["avi"]}).json()
+
+    made = render()
+    _open(page, jobs["demo"])
+    _open(page, jobs["avi"])
+    page.wait_for_function("document.querySelector('#video').src.includes('/renders/')", timeout=30_000)
+    assert not page.is_visible("#preview") and page.is_visible("#video")
+    assert render()["created_at"] == made["created_at"] and made["status"] == 0
 
     # a picture Chromium cannot decode beside sound it can: the same message, not a silent black player
     _open(page, jobs["mp4v"])
