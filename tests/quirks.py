@@ -278,7 +278,7 @@ QUIRKS: list[Quirk] = [
     Quirk("two_videos", "two video streams, both default: the first is used", two_videos, _PLAIN,
           _EVERY_5, _EVERY_5_T, labels=_EVERY_5),
     Quirk("second_default", "two video streams, the second marked default: it is used", second_default,
-          {**_PLAIN, "width": 64}, _EVERY_5, _EVERY_5_T, labels=(100, 105, 110, 115)),
+          _PLAIN, _EVERY_5, _EVERY_5_T, labels=(100, 105, 110, 115)),
     Quirk("cover_art", "MP4 with cover art (an attached picture)", cover_art, _PLAIN, _EVERY_5, _EVERY_5_T,
           labels=_EVERY_5),
     Quirk("cover_art_mkv", "Matroska with a cover picture attached", cover_art_mkv, _PLAIN, _EVERY_5,

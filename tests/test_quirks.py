@@ -32,6 +32,7 @@ from skimage.data import astronaut
 from videos import frame_label
 
 from vidinfer.cli import cli
+from vidinfer.core.orientation import UPRIGHT, Orientation, from_matrix
 from vidinfer.core.pipeline import decode_batches, expected_samples
 from vidinfer.core.video import iter_frames, probe
 from vidinfer.inference import ModelRequest, resolve_runs, run_inference
@@ -130,6 +131,36 @@ def test_rotation_matches_ffmpeg(quirk: Quirk, quirk_file: Callable[[Quirk], Pat
     # downscaled on the way to a model (the YUV fast path), the turn is the same
     small = np.stack([decoded.to_rgb((quirk.image[0] // 2, quirk.image[1] // 2)) for decoded in iter_frames(info)])
     assert [frame_label(f) for f in small] == [frame_label(f) for f in theirs] == list(range(info.frame_count))
+
+
+def _rotation_matrix(degrees: float) -> list[int]:
+    """A counterclockwise turn as PyAV's ``set_display_rotation`` writes it (16.16 fixed point, 2.30 for w):
+    ``rotated(90)`` holds ``[0, -65536, 0, 65536, 0, ...]``, and ``ffmpeg`` turns it counterclockwise."""
+    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
+    return [round(c * 65536), round(-s * 65536), 0, round(s * 65536), round(c * 65536), 0, 0, 0, 1 << 30]
+
+
+@pytest.mark.parametrize(("degrees", "expected"), [(0, UPRIGHT), (90, Orientation(90)), (-90, Orientation(-90)),
+                                                   (180, Orientation(180)), (-180, Orientation(180)),
+                                                   (270, Orientation(-90)), (88.5, Orientation(90)),
+                                                   (-93, Orientation(-90)), (179, Orientation(180))])
+def test_matrix_angles(degrees: float, expected: Orientation) -> None:
+    assert from_matrix(_rotation_matrix(degrees)) == expected
+
+
+def test_matrix_helper_is_what_pyav_writes(quirk_file: Callable[[Quirk], Path]) -> None:
+    quirk = next(q for q in QUIRKS if q.name == "rotation_90")
+    with av.open(str(quirk_file(quirk))) as container:
+        frame = next(container.decode(video=0))
+        written = np.frombuffer(bytes(frame.side_data.get("DISPLAYMATRIX")), "<i4").tolist()
+    assert written == _rotation_matrix(90) and frame.rotation == 90
+
+
+def test_odd_matrices_are_upright_or_mirrors() -> None:
+    assert from_matrix([0] * 9) == UPRIGHT  # degenerate: ffmpeg applies nothing either
+    assert from_matrix(None) == from_matrix([1, 2, 3]) == UPRIGHT
+    assert from_matrix([-65536, 0, 0, 0, 65536, 0, 0, 0, 1 << 30]) == Orientation(0, mirrored=True)
+    assert from_matrix([65536, 0, 0, 0, -65536, 0, 0, 0, 1 << 30]) == Orientation(180, mirrored=True)  # vflip
 
 
 # -- rotation, end to end -----------------------------------------------------------------------
