@@ -154,11 +154,11 @@ def _mux(out: av.container.OutputContainer,
 
 # -- the makers ---------------------------------------------------------------------------------
 
-def rotated(degrees: int, hflip: bool = False) -> Callable[[Path], Path]:
+def rotated(degrees: int, hflip: bool = False, suffix: str = ".mp4", **kwargs: Any) -> Callable[[Path], Path]:
     """A phone-style video: stored sideways with a display matrix, displayed 48x64 (or 64x48 for 180)."""
     size = (48, 64) if degrees in (90, -90) else SIZE
-    name = f"rotated_{degrees}{'_mirrored' * hflip}.mp4"
-    return lambda folder: labelled(folder / name, size=size, rotation=degrees, hflip=hflip)
+    name = f"rotated_{degrees}{'_mirrored' * hflip}{suffix}"
+    return lambda folder: labelled(folder / name, size=size, rotation=degrees, hflip=hflip, **kwargs)
 
 
 def edit_list(folder: Path) -> Path:
@@ -253,6 +253,11 @@ QUIRKS: list[Quirk] = [
     Quirk("rotation_90", "display matrix: turn 90 degrees counterclockwise", rotated(90), _turned(90, False),
           _EVERY_5, _EVERY_5_T, image=(48, 64), labels=_EVERY_5, rotated=True),
     Quirk("rotation_-90", "display matrix: turn 90 degrees clockwise (an upright phone)", rotated(-90),
+          _turned(-90, False), _EVERY_5, _EVERY_5_T, image=(48, 64), labels=_EVERY_5, rotated=True),
+    Quirk("rotation_-90_mov", "an iPhone-style MOV, turned clockwise", rotated(-90, suffix=".mov"),
+          _turned(-90, False), _EVERY_5, _EVERY_5_T, image=(48, 64), labels=_EVERY_5, rotated=True),
+    Quirk("rotation_-90_webm", "VP9 WebM (a browser's recording), turned clockwise",
+          rotated(-90, suffix=".webm", codec="libvpx-vp9", options={"deadline": "realtime", "cpu-used": "8"}),
           _turned(-90, False), _EVERY_5, _EVERY_5_T, image=(48, 64), labels=_EVERY_5, rotated=True),
     Quirk("rotation_180", "display matrix: upside down", rotated(180), _turned(180, False),
           _EVERY_5, _EVERY_5_T, labels=_EVERY_5, rotated=True),

@@ -32,6 +32,7 @@ from skimage.data import astronaut
 from videos import frame_label
 
 from vidinfer.cli import cli
+from vidinfer.core.chunks import merge_results
 from vidinfer.core.orientation import UPRIGHT, Orientation, from_matrix
 from vidinfer.core.pipeline import decode_batches, expected_samples
 from vidinfer.core.video import iter_frames, probe
@@ -111,6 +112,18 @@ def test_results(quirk: Quirk, quirk_file: Callable[[Quirk], Path], coco: list) 
     assert len(results["coco"]) == len(quirk.frame_offset) == expected_samples(out.info, quirk.infer_fps)
     assert {tuple(e["image"].values()) for e in results["coco"]} == {quirk.image}
     assert out.result.partial == quirk.partial, out.result.warnings
+
+
+def test_rotated_chunks_merge_into_the_single_pass(quirk_file: Callable[[Quirk], Path], coco: list) -> None:
+    """What the distributed mode does: chunks run apart (each probing the file), results merged."""
+    path = str(quirk_file(next(q for q in QUIRKS if q.name == "rotation_-90_mirrored")))
+    whole = run_inference(path, coco, Fraction(2), decode_threads=1).results_json
+    parts = [run_inference(path, coco, Fraction(2), decode_threads=1, k_range=k).results_json
+             for k in ((0, 1), (1, 3), (3, None))]
+    merged = merge_results(parts)
+    assert merged["frame_offset"] == whole["frame_offset"] and merged["time_offset"] == whole["time_offset"]
+    images = [e["image"] for e in merged["coco"]]
+    assert images == [e["image"] for e in whole["coco"]] == [{"width": 48, "height": 64}] * 4
 
 
 def _ffmpeg_frames(path: Path, size: tuple[int, int], folder: Path) -> np.ndarray:
