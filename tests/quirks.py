@@ -48,7 +48,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from videos import draw_label, make_video  # noqa: E402
+from videos import draw_label, make_video
 
 __all__ = ["QUIRKS", "Quirk", "build", "ffmpeg", "label_stream", "labelled"]
 
@@ -83,7 +83,7 @@ def ffmpeg(*args: str | os.PathLike[str]) -> None:
     import imageio_ffmpeg
 
     done = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-nostdin", "-y", *map(str, args)],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, check=False)
     if done.returncode:
         raise RuntimeError(f"ffmpeg {' '.join(map(str, args))}: {done.stderr.strip()}")
 
@@ -91,8 +91,7 @@ def ffmpeg(*args: str | os.PathLike[str]) -> None:
 def _stored_luma(label: int, size: tuple[int, int], rotation: int, hflip: bool) -> np.ndarray:
     """The stored luma whose display (turned ``rotation`` degrees counterclockwise, then mirrored if
     ``hflip``: PyAV's ``set_display_rotation``) spells ``label`` upright at ``size``."""
-    width, height = size
-    shown = draw_label(label, size)[:height]
+    shown = draw_label(label, size)[: size[1]]
     if hflip:
         shown = shown[:, ::-1]
     return np.ascontiguousarray(np.rot90(shown, -rotation // 90))

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Orientation", "UPRIGHT", "from_matrix", "of_frame"]
+__all__ = ["UPRIGHT", "Orientation", "from_matrix", "of_frame"]
 
 
 @dataclass(frozen=True)
