@@ -589,7 +589,7 @@ def render_video(video: str, results: dict[str, Any], output: Path | str, *,
                     first = decoded.time
                     if info.has_audio:
                         audio = _Audio(info.path, out, base_abs + first, None if e is None else base_abs + e)
-                frame = _draw(decoded.frame, painter, timeline.at(decoded.index, float(decoded.time)), lines,
+                frame = _draw(decoded.displayed(), painter, timeline.at(decoded.index, float(decoded.time)), lines,
                               float(decoded.time), width, height)
                 frame.pts = round((decoded.time - first) / tb)
                 frame.time_base = tb

@@ -39,6 +39,7 @@ import av.error
 import cv2
 import numpy as np
 
+from vidinfer.core.orientation import UPRIGHT, Orientation, of_frame
 from vidinfer.errors import DecodeError, NotFound
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,10 @@ _SEEK_LEADING_FRAMES = 64
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """What vidinfer sees in a video file, from one demux pass (no decoding)."""
+    """What vidinfer sees in a video file, from one demux pass (and the first frame's display matrix).
+
+    ``width`` and ``height`` are the displayed size: the stored one turned by ``orientation``.
+    """
 
     path: str
     container: str
@@ -86,6 +90,10 @@ class VideoInfo:
     #: set when the file holds less than its header promises (cut short while being
     #: uploaded or recorded, or unreadable past some point): what is wrong, in words
     damage: str | None = field(default=None, repr=False)
+    #: the display matrix, applied to every decoded frame (core/orientation.py)
+    orientation: Orientation = UPRIGHT
+    #: the displayed pixels' width over their height (not 1: anamorphic); results stay in pixels
+    sample_aspect_ratio: Fraction = Fraction(1)
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-friendly summary (what ``vidinfer probe`` prints)."""
@@ -101,19 +109,38 @@ class VideoInfo:
             "duration": round(self.duration, 4),
             "keyframe_interval": self.keyframe_interval,
             "has_audio": self.has_audio,
+            "rotation": self.orientation.rotation,
+            "mirrored": self.orientation.mirrored,
+            "sample_aspect_ratio": f"{self.sample_aspect_ratio.numerator}/{self.sample_aspect_ratio.denominator}",
         }
 
 
 @dataclass(slots=True)
 class DecodedFrame:
-    """One decoded frame in display order; ``time`` is seconds from the first frame."""
+    """One decoded frame in display order; ``time`` is seconds from the first frame.
+
+    ``frame`` is as stored; ``to_rgb`` and ``displayed`` turn it by ``orientation``.
+    """
 
     index: int
     time: Fraction
     frame: av.VideoFrame
+    orientation: Orientation = UPRIGHT
 
     def to_rgb(self, size: tuple[int, int] | None = None) -> np.ndarray:
-        """Convert to an RGB ``uint8`` array of ``size`` (width, height), resizing if asked.
+        """Convert to a displayed RGB ``uint8`` array of ``size`` (width, height), resizing if asked."""
+        if size is not None:
+            size = self.orientation.displayed_size(*size)  # the stored picture's size
+        return self.orientation.apply(self._stored_rgb(size))
+
+    def displayed(self) -> av.VideoFrame:
+        """The frame as a player shows it: ``frame`` itself when upright, else a turned RGB copy."""
+        if self.orientation.upright:
+            return self.frame
+        return av.VideoFrame.from_ndarray(self.to_rgb(), format="rgb24")
+
+    def _stored_rgb(self, size: tuple[int, int] | None) -> np.ndarray:
+        """Convert the stored picture to RGB at ``size``.
 
         A downscaled 4:2:0 frame is resized plane by plane while still YUV, then
         converted at the small size (the fastest exact path in PERFORMANCE.md);
@@ -212,7 +239,8 @@ def _video_stream(container: av.container.InputContainer, path: str) -> av.video
             raise DecodeError(f"{path} has no video stream, only {', '.join(kinds)}", code="no_video_stream")
         raise DecodeError(f"{path} is not a video: it has no video stream ({', '.join(kinds) or 'no streams'})",
                           code="not_a_video")
-    stream = videos[0]
+    # the stream a player shows: the first one marked default, else the first
+    stream = next((s for s in videos if s.disposition & av.stream.Disposition.default), videos[0])
     if stream.codec_context is None or not stream.codec_context.width:
         raise DecodeError(f"{path}: the video stream has no usable codec or size", code="not_a_video")
     return stream
@@ -239,6 +267,8 @@ def probe(path: str) -> VideoInfo:
             log.warning("%s: demuxing stopped after %d video packets (%s)", path, scan.count, error)
         if scan.count == 0:
             raise DecodeError(f"{path} contains no video frames", code="no_video_frames")
+        orientation = _orientation(path)
+        width, height = orientation.displayed_size(stream.codec_context.width, stream.codec_context.height)
         pts = sorted(scan.pts)
         timestamps_ok = scan.missing_pts == 0 and len(set(pts)) == len(pts)
         if not timestamps_ok:
@@ -256,8 +286,8 @@ def probe(path: str) -> VideoInfo:
             path=path,
             container=container.format.name,
             codec=stream.codec_context.name,
-            width=stream.codec_context.width,
-            height=stream.codec_context.height,
+            width=width,
+            height=height,
             fps=fps,
             frame_count=scan.count,
             duration=duration,
@@ -269,6 +299,8 @@ def probe(path: str) -> VideoInfo:
             pts_in_decode_order=(bool(pts) and scan.increasing and bool(stream.codec_context.has_b_frames)
                                  and _emits_out_of_order(path)),
             damage=damage,
+            orientation=orientation,
+            sample_aspect_ratio=_sample_aspect_ratio(stream, orientation),
         )
 
 
@@ -314,6 +346,35 @@ class _Scan:
         else:
             self.increasing = self.increasing and (not self.pts or packet.pts > self.pts[-1])
             self.pts.append(packet.pts)
+
+
+def _sample_aspect_ratio(stream: Any, orientation: Orientation) -> Fraction:
+    """The container's pixel aspect ratio, else the codec's, else square; of the displayed pixels."""
+    for sar in (stream.sample_aspect_ratio, stream.codec_context.sample_aspect_ratio):
+        if sar and sar > 0:
+            sar = Fraction(sar).limit_denominator(10_000)
+            return 1 / sar if orientation.swaps_sides else sar
+    return Fraction(1)
+
+
+def _orientation(path: str, packets: int = 64) -> Orientation:
+    """The first frame's display matrix (decoders copy the stream's onto it), applied to every frame.
+
+    Corrupt packets are passed over; with no frame among the first ``packets``, upright.
+    """
+    with open_container(path) as container:
+        stream = _video_stream(container, path)
+        try:
+            for packet in islice(container.demux(stream), packets):
+                try:
+                    frames = packet.decode()
+                except av.error.FFmpegError:
+                    continue
+                if frames:
+                    return of_frame(frames[0])
+        except av.error.FFmpegError as exc:
+            log.info("%s: no frame decoded for the display matrix (%s)", path, _reason(exc))
+    return UPRIGHT
 
 
 def _emits_out_of_order(path: str, frames: int = 24) -> bool:
@@ -520,7 +581,9 @@ class _Clock:
         #: frames were skipped, then skipping stopped
         self.skipped = False
         self.trusted = not info.pts_in_decode_order
-        if base is None and not self.trusted:
+        if base is None and (not self.trusted or wanted is not None):
+            # skipping, the first frame decoded need not be the first shown (a cut's first
+            # frame is often a B-frame nothing refers to): times count from the first shown
             base = info.display_pts[0]
         self.base = base
         self.last_pts: int | None = None
@@ -598,7 +661,7 @@ class _Clock:
                 index = self.cursor
             self.last_time = time
             report.frames_decoded += 1
-            yield DecodedFrame(index=index, time=time, frame=frame)
+            yield DecodedFrame(index=index, time=time, frame=frame, orientation=info.orientation)
             index += 1
         seen = self.cursor + 1 if self.trusted and info.display_pts else index
         if seen < info.frame_count:
