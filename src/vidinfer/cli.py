@@ -141,8 +141,10 @@ def _local_video(obj: Context, video: str, tmp: Path, quiet: bool) -> str:
     dest = tmp / "input"
     if not quiet:
         click.echo(f"fetching {video}", err=True)
-    fetch_to_file(video, dest, policy=UrlPolicy(allow_private=True),
-                  max_bytes=obj.settings.max_upload_bytes, timeout=obj.settings.fetch_timeout)
+    settings = obj.settings
+    fetch_to_file(video, dest, policy=UrlPolicy(allow_private=True), max_bytes=settings.max_upload_bytes,
+                  timeout=settings.fetch_timeout, min_rate=settings.fetch_min_rate,
+                  rate_window=settings.fetch_rate_window)
     return str(dest)
 
 

@@ -36,8 +36,12 @@ class Settings(BaseSettings):
     clip_dir: Path | None = None
     #: largest video accepted by upload or URL fetch, in bytes
     max_upload_bytes: int = 5 * 1024**3
-    #: seconds allowed for fetching an input URL
+    #: seconds allowed for fetching an input URL, in all: connect, headers and body, every redirect
     fetch_timeout: float = 300.0
+    #: an input URL fetch that receives fewer bytes/s than this over a window of ``fetch_rate_window``
+    #: seconds fails (0: off); far below any real link, it frees a worker from a stalled or dripping server
+    fetch_min_rate: float = 1024.0
+    fetch_rate_window: float = 30.0
 
     # -- the service ---------------------------------------------------------------
     #: the base URL clients reach this server at; signed URLs are built on it

@@ -119,7 +119,8 @@ def status(service: ServiceDep, caller: CallerDep, job_id: Annotated[str, Query(
 
 @_route("DELETE", "/videoinfer", response_model=JobStatusOut)
 def cancel(service: ServiceDep, caller: CallerDep, job_id: Annotated[str, Query(max_length=64)]) -> dict:
-    """Cancel: a queued job at once, a running one at its next batch."""
+    """Cancel: a queued job at once, a running one at its next batch (within a second while it fetches
+    its input URL)."""
     job = service.store.cancel(job_id, caller.workspace)
     return status_body(job, service.blobs, service.settings.results_url_ttl)
 

@@ -16,8 +16,8 @@ overwrites its own output and progress, and a second merge writes the same file 
 finds the job already done.
 A chunk whose worker died ``max_attempts`` times (deliveries, not outage retries) fails the job
 with ``worker_lost``, so a video that kills every worker that opens it cannot circulate forever.
-Cancelling sets a flag that chunks read between batches. Celery's result backend
-is not used: the API reads the job store.
+Cancelling sets a flag that chunks read between batches, and the planner while it fetches an input URL.
+Celery's result backend is not used: the API reads the job store.
 
 A service that is down or restarting (``Unavailable``: the database, the broker, the object storage)
 never fails a job by itself: the step that met it waits (1, 2, 4 ... 30 s) and runs again, which its
@@ -344,7 +344,7 @@ class _Engine:
                 return
             key = input_key(job)
             if not blobs.exists(key):
-                with self.runner.input_file(job, Path(tmp)) as fetched:
+                with self.runner.input_file(job, Path(tmp), self._cancel_check(job)) as fetched:
                     blobs.put_file(key, fetched)
             with blobs.local_copy(key) as path:
                 yield path

@@ -129,13 +129,15 @@ class Runner:
                 "duration": float(info.duration) if info.duration is not None else None}
 
     @contextmanager
-    def input_file(self, job: Job, tmp: Path) -> Iterator[Path]:
+    def input_file(self, job: Job, tmp: Path, should_cancel: Callable[[], bool] | None = None) -> Iterator[Path]:
         """The job's input as a local file: an upload of its own workspace, an s3:// object, or an
-        http(s) URL fetched into ``tmp`` (with the address checks of ``VIDINFER_URL_ALLOWLIST``).
+        http(s) URL fetched into ``tmp`` (with the address checks of ``VIDINFER_URL_ALLOWLIST``, the
+        deadline and minimum rate of the settings, and stopped at once by a cancel: ``should_cancel``,
+        the job's cancel check by default).
 
         Errors raised while the file is in use name the input as the user knows it, never the
         server's own path."""
-        with self._fetch_input(job, tmp) as path:
+        with self._fetch_input(job, tmp, should_cancel or self.cancel_check(job)) as path:
             try:
                 yield path
             except VidinferError as exc:
@@ -145,7 +147,7 @@ class Runner:
                 raise
 
     @contextmanager
-    def _fetch_input(self, job: Job, tmp: Path) -> Iterator[Path]:
+    def _fetch_input(self, job: Job, tmp: Path, should_cancel: Callable[[], bool]) -> Iterator[Path]:
         key = self.blobs.key_from_url(job.input_url)
         limit = self.settings.max_upload_bytes  # presigned S3 PUTs cannot enforce it: refused here
         if key is not None:
@@ -159,8 +161,11 @@ class Runner:
                 yield path
             return
         if job.input_url.lower().startswith(("http://", "https://")):
-            yield fetch_to_file(job.input_url, tmp / "input", policy=UrlPolicy.from_allowlist(self.settings.url_allowlist),
-                                max_bytes=self.settings.max_upload_bytes, timeout=self.settings.fetch_timeout)
+            settings = self.settings
+            yield fetch_to_file(job.input_url, tmp / "input", policy=UrlPolicy.from_allowlist(settings.url_allowlist),
+                                max_bytes=settings.max_upload_bytes, timeout=settings.fetch_timeout,
+                                min_rate=settings.fetch_min_rate, rate_window=settings.fetch_rate_window,
+                                should_cancel=should_cancel)
             return
         raise InvalidInput(f"input_url must be an http(s) URL, got {job.input_url[:200]!r}", code="invalid_url")
 
@@ -176,7 +181,8 @@ class Runner:
         return report
 
     def cancel_check(self, job: Job) -> Callable[[], bool]:
-        """Polled between batches: True once the job is cancelled (read at most once a second)."""
+        """Polled between batches and while the input is fetched: True once the job is cancelled (read at
+        most once a second)."""
         last = [time.monotonic()]
 
         def check() -> bool:

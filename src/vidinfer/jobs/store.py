@@ -262,7 +262,8 @@ class JobStore:
             return bool(conn.execute(select(jobs.c.cancel_requested).where(jobs.c.id == job_id)).scalar())
 
     def cancel(self, job_id: str, workspace: str) -> Job:
-        """Cancel a queued job now, or ask a running one to stop at its next batch."""
+        """Cancel a queued job now, or ask a running one to stop at its next batch (or, while it fetches
+        its input URL, at the fetch's next look at the flag)."""
         job = self.get(job_id, workspace)
         now = time.time()
         with self.engine.begin() as conn:
