@@ -54,6 +54,7 @@ class HostileServer:
     - ``/stall-headers``: reads the request, answers nothing (an ``https://`` URL to any path: accepts the
       TCP connection and never answers the TLS handshake)
     - ``/slow?rate=N&size=M``: ``M`` bytes of video/mp4 at about ``N`` bytes/s, then the end: an honest slow link
+    - ``/flood``: a 200 whose body never ends, sent as fast as the client takes it
 
     ``requested`` lists the paths asked for; the server holds every connection until its client goes away
     (or the server stops), so ``wait_idle`` tells that a fetch let go of every connection it made.
@@ -113,6 +114,10 @@ class HostileServer:
             elif path.startswith("/drip"):
                 sock.sendall(_HEADERS)
                 self._drip(sock, b"\0" * 10_000_000)
+            elif path.startswith("/flood"):
+                sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n")
+                while not self._stop.is_set():
+                    sock.sendall(b"x" * 65536)
             elif path.startswith("/slow"):
                 query = dict(item.split("=", 1) for item in path.partition("?")[2].split("&") if "=" in item)
                 self._slow(sock, int(query.get("rate", "10000")), int(query.get("size", "20000")))

@@ -26,6 +26,7 @@ from videos import make_video
 
 from vidinfer.errors import Cancelled, FetchError
 from vidinfer.fetch import UrlPolicy, fetch_to_file
+from vidinfer.jobs.notify import deliver
 
 MARGIN = 8.0  # seconds past the deadline a loaded machine may take to notice, report and record it
 NEVER_ENDING = ["/drip", "/drip-headers", "/stall-body", "/stall-headers"]
@@ -209,4 +210,23 @@ def test_cancelling_a_distributed_job_stops_its_planners_fetch(hostile: HostileS
     ended = _plan(tmp_path, f"{hostile.url}/stall-body", fetch_timeout=50.0, cancel_on=hostile)
     assert ended["status"] == 7 and ended["code"] == "cancelled", ended
     assert ended["seconds"] < MARGIN, ended
+    hostile.wait_idle()
+
+
+# -- the completion webhook ------------------------------------------------------------------------------
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("path", [*NEVER_ENDING, "/flood"])
+def test_a_webhook_receiver_that_stalls_or_floods_costs_one_bounded_try(hostile: HostileServer, path: str) -> None:
+    """Guards the worker's webhook threads: a receiver that drips or stalls its answer was waited on for as long
+    as it dripped (each byte restarted httpx's read timeout), and one streaming an endless reply was read into
+    memory until the worker ran out. Each try now ends within its own bound, and the answer's body is never
+    read: a 200 whose body drips, stalls or floods counts as delivered as soon as its headers are in."""
+    answered = path in ("/drip", "/stall-body", "/flood")
+    started = time.monotonic()
+    delivered = deliver(hostile.url + path, b"{}", b"secret", UrlPolicy(allow_private=True), backoff=(0.0,),
+                        attempt_seconds=1.5)
+    elapsed = time.monotonic() - started
+    assert delivered is answered
+    assert elapsed < (0.5 if answered else 2 * 1.5) + MARGIN, elapsed
+    assert hostile.requested.count(path) == (1 if answered else 2)  # a timed-out try is tried again
     hostile.wait_idle()

@@ -1,7 +1,7 @@
 """Fetching an input video from an http(s) URL to a local file, safely.
 
 Streams to disk (never whole in memory) with a size limit, a deadline on the whole fetch, a minimum
-transfer rate and cancellation that a byte-at-a-time server cannot starve (``_Watchdog``), refuses
+transfer rate and cancellation that a byte-at-a-time server cannot starve (``Watchdog``), refuses
 HTML and other non-media answers, and, when a ``UrlPolicy`` says so, refuses
 loopback, private, link-local and metadata addresses on every redirect hop
 unless an allow-list permits them (server-side request forgery protection).
@@ -130,7 +130,7 @@ READ_TIMEOUT = 30.0
 WATCH_EVERY = 0.2
 
 
-class _Watchdog:
+class Watchdog:
     """Ends a fetch that runs past its deadline, transfers too slowly or is cancelled.
 
     httpx's timeouts bound each connect and each read, and a read's restarts with every byte, so a
@@ -158,7 +158,7 @@ class _Watchdog:
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="vidinfer-fetch-watchdog", daemon=True)
 
-    def __enter__(self) -> _Watchdog:  # noqa: PYI034 - typing.Self needs Python 3.11
+    def __enter__(self) -> Watchdog:  # noqa: PYI034 - typing.Self needs Python 3.11
         self._thread.start()
         return self
 
@@ -259,7 +259,7 @@ def fetch_to_file(
     current = url
     # the client first: loading its TLS certificates takes a while on a busy machine, before any network
     with httpx.Client(follow_redirects=False) as client, \
-            _Watchdog(url, timeout, min_rate, rate_window, should_cancel) as watchdog:
+            Watchdog(url, timeout, min_rate, rate_window, should_cancel) as watchdog:
         for _ in range(MAX_REDIRECTS + 1):
             target, headers, extensions = policy.pin(current)  # checked here, connected to as checked
             watchdog.check()
@@ -302,7 +302,7 @@ def _check_response(url: str, response: httpx.Response, max_bytes: int) -> None:
         raise PayloadTooLarge(f"{shown_url(url)} is {int(length)} bytes; the limit is {max_bytes}", code="input_too_large")
 
 
-def _stream_body(response: httpx.Response, dest: Path, max_bytes: int, watchdog: _Watchdog,
+def _stream_body(response: httpx.Response, dest: Path, max_bytes: int, watchdog: Watchdog,
                  on_progress: Callable[[int, int | None], None] | None) -> None:
     """Write the body as it arrives (each read's bytes, not buffered to a size, so the clock and the rate
     are looked at on every read, and the watchdog sees the bytes of a slow but honest link)."""
