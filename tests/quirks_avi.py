@@ -24,7 +24,6 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
-
 from videos import make_video
 
 __all__ = ["PACKED_FPS", "SPARSE_FPS", "make_packed_avi", "make_sparse_avi", "make_swapped_pts_mkv",
