@@ -339,7 +339,6 @@ class _Scan:
             self.increasing = self.increasing and (not self.pts or packet.pts > self.pts[-1])
             self.pts.append(packet.pts)
 
-
     def display_pts(self) -> list[int]:
         """The pictures' timestamps, sorted. A packed stream's packets carry one timestamp for two
         pictures, and the N-VOP after each holds the slot of the picture packed before it: the
