@@ -572,6 +572,7 @@ def render_video(video: str, results: dict[str, Any], output: Path | str, *,
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(output.name + ".part")
     done = 0
+    pts = -1
     first: Fraction | None = None
     audio: _Audio | None = None
     try:
@@ -591,7 +592,7 @@ def render_video(video: str, results: dict[str, Any], output: Path | str, *,
                         audio = _Audio(info.path, out, base_abs + first, None if e is None else base_abs + e)
                 frame = _draw(decoded.displayed(), painter, timeline.at(decoded.index, float(decoded.time)), lines,
                               float(decoded.time), width, height)
-                frame.pts = round((decoded.time - first) / tb)
+                frame.pts = pts = _output_pts(decoded.time - first, tb, pts)
                 frame.time_base = tb
                 if audio is not None:
                     audio.feed(base_abs + decoded.time)
@@ -614,6 +615,12 @@ def render_video(video: str, results: dict[str, Any], output: Path | str, *,
         partial.unlink(missing_ok=True)
     return RenderStats(done, float(first or 0), None if not info.has_audio else ("copy" if _copied(info) else "aac"),
                        output)
+
+
+def _output_pts(time: Fraction, tb: Fraction, last: int) -> int:
+    """A frame's output timestamp: its time, but always after the last one's (MP4 refuses two frames
+    at one time, which a badly muxed input can give: timestamps jumping ahead and back)."""
+    return max(round(time / tb), last + 1)
 
 
 def _copied(info: VideoInfo) -> bool:

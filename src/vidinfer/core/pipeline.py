@@ -222,7 +222,7 @@ def run_video(
     """
     if not runs:
         raise ModelError("no model to run", code="no_models")
-    check_infer_fps(infer_fps, info.fps)
+    check_infer_fps(infer_fps, info.max_infer_fps)
     start_f, end_f = check_range(start, end)
     total = expected_samples(info, infer_fps, start_f, end_f)
     k_first, k_stop = k_range

@@ -39,6 +39,7 @@ import av.error
 import cv2
 import numpy as np
 
+from vidinfer.core.mpeg4 import PictureCounter
 from vidinfer.core.orientation import UPRIGHT, Orientation, of_frame
 from vidinfer.errors import DecodeError, NotFound
 
@@ -87,6 +88,9 @@ class VideoInfo:
     #: frames (H.264 in AVI, badly muxed MP4): the decoder's frame timestamps are then
     #: out of order, so frame times come from ``display_pts`` and seeking is off
     pts_in_decode_order: bool = field(default=False, repr=False)
+    #: the rate the container declares (what a player's info panel shows), where the file has
+    #: timestamps; above ``fps`` when the stored pictures are sparser (dropped or held frames)
+    declared_fps: Fraction | None = field(default=None, repr=False)
     #: set when the file holds less than its header promises (cut short while being
     #: uploaded or recorded, or unreadable past some point): what is wrong, in words
     damage: str | None = field(default=None, repr=False)
@@ -94,6 +98,11 @@ class VideoInfo:
     orientation: Orientation = UPRIGHT
     #: the displayed pixels' width over their height (not 1: anamorphic); results stay in pixels
     sample_aspect_ratio: Fraction = Fraction(1)
+
+    @property
+    def max_infer_fps(self) -> Fraction:
+        """The highest infer_fps accepted: the declared rate, or the measured one where that is higher."""
+        return max(self.fps, self.declared_fps or self.fps)
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-friendly summary (what ``vidinfer probe`` prints)."""
@@ -105,6 +114,8 @@ class VideoInfo:
             "height": self.height,
             "fps": f"{self.fps.numerator}/{self.fps.denominator}",
             "fps_float": round(float(self.fps), 4),
+            "declared_fps": (f"{self.declared_fps.numerator}/{self.declared_fps.denominator}"
+                             if self.declared_fps else None),
             "frame_count": self.frame_count,
             "duration": round(self.duration, 4),
             "keyframe_interval": self.keyframe_interval,
@@ -269,8 +280,8 @@ def probe(path: str) -> VideoInfo:
             raise DecodeError(f"{path} contains no video frames", code="no_video_frames")
         orientation = _orientation(path)
         width, height = orientation.displayed_size(stream.codec_context.width, stream.codec_context.height)
-        pts = sorted(scan.pts)
-        timestamps_ok = scan.missing_pts == 0 and len(set(pts)) == len(pts)
+        pts = scan.display_pts()
+        timestamps_ok = scan.missing_pts == 0 and len(set(pts)) == len(pts) == scan.count
         if not timestamps_ok:
             pts = []
         fps = _frame_rate(stream, pts, time_base)
@@ -298,6 +309,7 @@ def probe(path: str) -> VideoInfo:
             keyframes=tuple(sorted(scan.keyframes, key=lambda keyframe: keyframe[0])) if timestamps_ok else (),
             pts_in_decode_order=(bool(pts) and scan.increasing and bool(stream.codec_context.has_b_frames)
                                  and _emits_out_of_order(path)),
+            declared_fps=_declared_rate(stream) if pts else None,
             damage=damage,
             orientation=orientation,
             sample_aspect_ratio=_sample_aspect_ratio(stream, orientation),
@@ -327,6 +339,12 @@ class _Scan:
         self.increasing = True
         #: the end (seconds) of the last packet of any stream
         self.data_end: Fraction | None = None
+        #: MPEG-4 Part 2 packets may hold two pictures or none (packed B-frames, N-VOPs)
+        self.counter = PictureCounter(video.codec_context.extradata) if video.codec_context.name == "mpeg4" else None
+        #: timestamps of the packets that code no picture
+        self.placeholder_pts: list[int] = []
+        #: pictures beyond one per packet (packed B-frames)
+        self.packed = 0
 
     def add(self, packet: av.Packet) -> None:
         if packet.size == 0:
@@ -336,16 +354,30 @@ class _Scan:
             self.data_end = end if self.data_end is None else max(self.data_end, end)
         if packet.stream_index != self.video.index or packet.is_discard:
             return
+        pictures = self.counter.pictures(bytes(packet)) if self.counter is not None else 1
+        if pictures == 0:
+            if packet.pts is not None:
+                self.placeholder_pts.append(packet.pts)
+            return
+        self.packed += pictures - 1
         if packet.is_keyframe:
             self.keyframe_counts.append(self.count)
             if packet.pts is not None:
                 self.keyframes.append((packet.pts, packet.dts))
-        self.count += 1
+        self.count += pictures
         if packet.pts is None:
             self.missing_pts += 1
         else:
             self.increasing = self.increasing and (not self.pts or packet.pts > self.pts[-1])
             self.pts.append(packet.pts)
+
+    def display_pts(self) -> list[int]:
+        """The pictures' timestamps, sorted. A packed stream's packets carry one timestamp for two
+        pictures, and the N-VOP after each holds the slot of the picture packed before it: the
+        pictures take the earliest slots, in order (the one slot left over is the encoder's delay)."""
+        if not self.packed:
+            return sorted(self.pts)
+        return sorted(self.pts + self.placeholder_pts)[:self.count]
 
 
 def _sample_aspect_ratio(stream: Any, orientation: Orientation) -> Fraction:
@@ -415,6 +447,12 @@ def _damage(container: Any, scan: _Scan, fps: Fraction, error: str | None) -> st
     return None
 
 
+def _declared_rate(stream: Any) -> Fraction | None:
+    """The frame rate the container states (an AVI's header, an MP4's frames over duration), or None."""
+    rate = stream.average_rate or stream.guessed_rate
+    return Fraction(rate).limit_denominator(100_000) if rate and 0 < rate < 1000 else None
+
+
 def _frame_rate(stream: Any, pts: list[int], time_base: Fraction) -> Fraction:
     """The average frame rate over the frames' own timestamps, as exactly as possible.
 
@@ -453,15 +491,15 @@ class DecodeReport:
     #: frames not decoded because no sample wanted them and no other frame refers to them
     frames_skipped: int = 0
     errors: int = 0
-    #: display time (s) after which frames were lost, if any were
+    #: display time (s) after which frames were lost, if any were (the earliest reported)
     lost_after: float | None = None
     messages: list[str] = field(default_factory=list)
 
     def lost(self, after: Fraction | None, message: str) -> None:
         """Record that frames were lost after display time ``after`` (None: before any frame)."""
         self.errors += 1
-        if self.lost_after is None:
-            self.lost_after = float(after) if after is not None else 0.0
+        at = float(after) if after is not None else 0.0
+        self.lost_after = at if self.lost_after is None else min(self.lost_after, at)
         if message not in self.messages:
             self.messages.append(message)
 
@@ -571,6 +609,10 @@ class _Clock:
     of its timestamp among the probed ones, and a frame missing from the decoder's
     output counts as lost only if it was wanted. Should the timestamps stop making
     sense after all, skipping stops (``wanted`` becomes None) and the rest is decoded.
+
+    Frames the decoder's timestamps jump over are only *probably* lost: should a
+    timestamp later go backwards, the frame was merely stamped late, and losses are
+    judged from the count of frames emitted at the end.
     """
 
     def __init__(self, info: VideoInfo, report: DecodeReport, base: int | None = None,
@@ -590,6 +632,8 @@ class _Clock:
         self.last_time: Fraction | None = None
         #: position in ``display_pts`` of the last frame seen there
         self.cursor = -1
+        #: (after, message) of frames the decoder's timestamps jumped over, reported at the end
+        self.jumped: list[tuple[Fraction | None, str]] = []
 
     def time_of(self, index: int, pts: int | None) -> Fraction:
         info, tb = self.info, self.info.time_base
@@ -602,6 +646,7 @@ class _Clock:
             return (pts - self.base) * tb
         self._stop_skipping()
         self.trusted = False
+        self.jumped.clear()  # frames seemingly jumped over may be the ones arriving now: count at the end
         last = self.last_time
         if index < len(info.display_pts) and self.base is not None:
             time = (info.display_pts[index] - self.base) * tb
@@ -634,7 +679,7 @@ class _Clock:
         if position > self.cursor + 1:
             lost = self._passed_over(self.cursor + 1, position)
             if lost:
-                self._lost(lost, (pts - self.base) * self.info.time_base)
+                self.jumped.append(self._lost_message(lost, (pts - self.base) * self.info.time_base))
         self.cursor = position
         return True
 
@@ -646,10 +691,10 @@ class _Clock:
         self.report.frames_skipped += stop - first - lost
         return lost
 
-    def _lost(self, frames: int, until: Fraction | None) -> None:
+    def _lost_message(self, frames: int, until: Fraction | None) -> tuple[Fraction | None, str]:
         after = self.last_time
         span = f"after t={float(after or 0):.3f}s" + (f" up to t={float(until):.3f}s" if until is not None else "")
-        self.report.lost(after, f"{frames} frame{'s' * (frames != 1)} {span} could not be decoded")
+        return after, f"{frames} frame{'s' * (frames != 1)} {span} could not be decoded"
 
     def run(self, frames: Iterable[av.VideoFrame], index: int) -> Iterator[DecodedFrame]:
         info, report = self.info, self.report
@@ -663,12 +708,14 @@ class _Clock:
             report.frames_decoded += 1
             yield DecodedFrame(index=index, time=time, frame=frame, orientation=info.orientation)
             index += 1
+        for after, message in self.jumped:
+            report.lost(after, message)
         seen = self.cursor + 1 if self.trusted and info.display_pts else index
         if seen < info.frame_count:
             lost = (self._passed_over(seen, info.frame_count) if self.trusted and info.display_pts
                     else info.frame_count - seen)
             if lost:
-                self._lost(lost, None)
+                report.lost(*self._lost_message(lost, None))
         if info.damage:
             report.lost(self.last_time, info.damage)
 

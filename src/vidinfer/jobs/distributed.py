@@ -239,7 +239,7 @@ class _Engine:
             with self._local_input(job) as path:
                 info = probe(str(path))
             fps = parse_fps(job.infer_fps)
-            check_infer_fps(fps, info.fps)
+            check_infer_fps(fps, info.max_infer_fps)
             total = expected_samples(info, fps)
             chunks = plan_chunks(total, fps, self.settings.chunk_seconds)
         except Unavailable:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -258,7 +259,14 @@ def run_render(runner: Any, renders_: RenderStore, render: Render) -> None:
     except VidinferError as exc:
         kind = failure_kind(exc)
         log.info("render of job %s %s: %s", render.job_id, kind, exc.message)
-        renders_.fail(render, kind if kind in FAILURE_STATUS else "internal_error", exc.code, exc.message)
-    except Exception as exc:  # a bug: keep the worker alive and say what happened
+        renders_.fail(render, kind if kind in FAILURE_STATUS else "internal_error", exc.code,
+                      _without_server_paths(exc.message))
+    except Exception:  # a bug: keep the worker alive; the log has what happened, the client gets no internals
         log.exception("render of job %s failed unexpectedly", render.job_id)
-        renders_.fail(render, "internal_error", "internal_error", f"{type(exc).__name__}: {exc}")
+        renders_.fail(render, "internal_error", "internal_error",
+                      "the render failed on an unexpected error (the server's log has the details)")
+
+
+def _without_server_paths(message: str) -> str:
+    """``message`` with the paths of the render's scratch files (under the temp directory) taken out."""
+    return re.sub(re.escape(tempfile.gettempdir()) + r"/\S*", "<temporary file>", message)
