@@ -30,6 +30,9 @@ What vidinfer does with each, and why:
   probe reports ``sample_aspect_ratio`` (display x = stored x times it).
 - several video streams: the first stream marked default, else the first (as players).
 - cover art: an attached picture is never the video.
+- packed B-frames (DivX/Xvid AVI): pictures are counted, not packets; whole, not partial.
+- sparse pictures (fewer than the declared rate): infer_fps is judged against the declared
+  rate; each sample takes the nearest picture, so samples may repeat a ``frame_offset``.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from quirks_avi import make_packed_avi, make_sparse_avi
 from videos import draw_label, make_video
 
 __all__ = ["QUIRKS", "Quirk", "build", "ffmpeg", "label_stream", "labelled"]
@@ -240,6 +244,9 @@ def cover_art_mkv(folder: Path) -> Path:
 #: 20 frames at 10 fps, sampled at 2 fps: frames 0, 5, 10, 15
 _EVERY_5 = (0, 5, 10, 15)
 _EVERY_5_T = (0.0, 0.5, 1.0, 1.5)
+_SPARSE = (0, 2, 3, 4, 5, 6, 7, 7, 8, 9, 10, 10, 11, 11, 12, 13, 16, 18, 18, 19)
+_SPARSE_T = (0.0, 0.5333, 1.1333, 1.6667, 2.0667, 2.3333, 3.6, 3.6, 3.9333, 4.4, 4.6, 4.6, 6.5333, 6.5333, 6.6667,
+             7.4, 8.0667, 8.4667, 8.4667, 9.7333)
 _PLAIN = {"frame_count": 20, "fps": "10/1", "width": 64, "height": 48, "rotation": 0, "mirrored": False}
 
 
@@ -287,6 +294,16 @@ QUIRKS: list[Quirk] = [
           labels=_EVERY_5),
     Quirk("cover_art_mkv", "Matroska with a cover picture attached", cover_art_mkv, _PLAIN, _EVERY_5,
           _EVERY_5_T, labels=_EVERY_5),
+    # tests/quirks_avi.py: 48 pictures in 49 packets (P+B packed, then an N-VOP placeholder): whole, not partial
+    Quirk("packed_b_frames", "DivX/Xvid AVI with packed B-frames (12 fps)", lambda folder: make_packed_avi(
+          folder / "packed.avi"), {"frame_count": 48, "fps": "12/1", "declared_fps": "12/1", "duration": 4.0},
+          tuple(range(0, 48, 6)), tuple(k / 2 for k in range(8)), labels=tuple(range(0, 48, 6))),
+    # 20 pictures at random slots of a declared 15 fps over 10 s: each sample takes the nearest picture,
+    # so where they are far apart two samples share one (frame_offset 7, 10, 11, 18 repeat)
+    Quirk("sparse", "AVI declaring 15 fps with 20 pictures over 10 s (dropped or held frames)",
+          lambda folder: make_sparse_avi(folder / "sparse.avi"),
+          {"frame_count": 20, "declared_fps": "15/1", "width": 64, "height": 48}, _SPARSE, _SPARSE_T,
+          labels=_SPARSE),
 ]
 
 
