@@ -323,14 +323,14 @@ def test_cli_refuses_another_video_in_one_line_and_force_draws_it(tmp_path: Path
 
 def test_default_range_is_the_one_the_results_cover(tmp_path: Path) -> None:
     src = make_video(tmp_path / "in.mp4", frames=120, size=SIZE, audio=True)  # 4 s
-    first_second = _described(src, _results([0, 6, 12, 18, 24], 30, [[_pred(100, 100, 40, 40)]] * 5))
+    first_second = _results([0, 6, 12, 18, 24], 30, [[_pred(100, 100, 40, 40)]] * 5)
     stats = render_video(str(src), first_second, tmp_path / "a.mp4")
     assert stats.frames == 30 and [f.label for f in decode_reference(tmp_path / "a.mp4")] == list(range(30))
     with av.open(str(tmp_path / "a.mp4")) as container:
         audio = container.streams.audio[0]
         assert abs(float(audio.duration * audio.time_base) - 1.0) < 0.1
     # a range in the middle (infer --start 2 --end 3), and what is asked for wins over the default
-    middle = _described(src, _results([60, 66, 72, 78, 84], 30, [[]] * 5))
+    middle = _described(src, _results([60, 66, 72, 78, 84], 30, [[]] * 5))  # with its video key: the same
     assert [f.label for f in decode_reference(render_video(str(src), middle, tmp_path / "b.mp4").output)] == \
         list(range(60, 90))
     assert render_video(str(src), first_second, tmp_path / "c.mp4", end=3.0).frames == 90
