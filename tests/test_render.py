@@ -265,6 +265,9 @@ def test_api_renders_a_finished_job_in_a_worker(server: Server, tmp_path: Path) 
     assert httpx.get(f"{server.url}/videoinfer/render", params=params).status_code == 404
     bad = httpx.post(f"{server.url}/videoinfer/render", params=params, json={"start": 3, "end": 1})
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_range"
+    past = httpx.post(f"{server.url}/videoinfer/render", params=params, json={"start": 100})  # an 8 s video
+    assert past.status_code == 400 and past.json()["error"]["code"] == "invalid_range", past.text
+    assert "past the end of the video" in past.json()["error"]["message"]
 
     r = httpx.post(f"{server.url}/videoinfer/render", params=params, json={"blur": ["person"], "end": 4})
     assert r.status_code == 200 and r.json()["status"] == 1, r.text
