@@ -217,10 +217,10 @@ def _one_error_line(proc: subprocess.CompletedProcess[str], code: int, message: 
 
 def test_a_start_past_the_end_is_refused_before_anything_is_written(mean_model: Path, data_dir: Path,
                                                                       tmp_path: Path) -> None:
+    from vidinfer.core.pipeline import ModelRun
     from vidinfer.errors import InvalidInput
     from vidinfer.inference import run_inference
     from vidinfer.models.onnx_yolo import load_onnx_model
-    from vidinfer.core.pipeline import ModelRun
 
     video = make_video(tmp_path / "v.mp4", frames=30)  # 1 s
     out = tmp_path / "r.json"

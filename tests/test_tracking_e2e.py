@@ -136,8 +136,15 @@ def test_findings_say_what_every_kind_of_model_found() -> None:
     import numpy as np
     from rich.console import Console
 
-    from vidinfer.core.results import (Classification, Detections, Embedding, FramePrediction, Gazes,
-                                       TextLines, VideoResult)
+    from vidinfer.core.results import (
+        Classification,
+        Detections,
+        Embedding,
+        FramePrediction,
+        Gazes,
+        TextLines,
+        VideoResult,
+    )
     from vidinfer.summary import findings, print_summary
     from vidinfer.wire import results_to_json
 
