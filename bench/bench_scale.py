@@ -180,7 +180,7 @@ class Api:
 
 def without_timings(results: dict) -> dict:
     """A results file without its per-frame ``time`` values (they differ run to run)."""
-    return {k: v if k.endswith("_offset") else [{**e, "time": None} if e else e for e in v]
+    return {k: v if k.endswith("_offset") or not isinstance(v, list) else [{**e, "time": None} if e else e for e in v]
             for k, v in results.items()}
 
 

@@ -73,7 +73,7 @@ def single_pass_results(video: Path) -> dict:
 
 
 def without_timings(results: dict) -> dict:
-    return {k: v if k.endswith("_offset") else [{**e, "time": None} if e else e for e in v]
+    return {k: v if k.endswith("_offset") or not isinstance(v, list) else [{**e, "time": None} if e else e for e in v]
             for k, v in results.items()}
 
 

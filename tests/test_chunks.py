@@ -35,7 +35,7 @@ def test_merge_refuses_chunks_that_disagree() -> None:
 
 
 def _without_timings(results: dict) -> dict:
-    return {k: v if k.endswith("_offset") else [{**e, "time": None} if e else e for e in v]
+    return {k: v if k.endswith("_offset") or not isinstance(v, list) else [{**e, "time": None} if e else e for e in v]
             for k, v in results.items()}
 
 
@@ -52,12 +52,12 @@ def test_chunked_results_equal_the_single_pass(name: str, shared_video, model) -
     for infer_fps in (Fraction(5), Fraction(25, 2), info.fps):
         if infer_fps > info.fps:
             continue
-        whole = results_to_json(run_video(info, runs, infer_fps, decode_threads=1))
+        whole = results_to_json(run_video(info, runs, infer_fps, decode_threads=1), info)
         total = expected_samples(info, infer_fps)
         assert len(whole["frame_offset"]) == total
         for chunk_seconds in (0.2, 0.5, 1.3):
             parts = [results_to_json(run_video(info, runs, infer_fps, decode_threads=1,
-                                               k_range=(c.k_first, c.k_stop)))
+                                               k_range=(c.k_first, c.k_stop)), info)
                      for c in plan_chunks(total, infer_fps, chunk_seconds)]
             assert _without_timings(merge_results(parts)) == _without_timings(whole), (name, infer_fps,
                                                                                        chunk_seconds)

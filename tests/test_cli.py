@@ -15,8 +15,10 @@ from pathlib import Path
 import onnx
 import pytest
 from onnx import TensorProto, helper
-from videos import make_audio
+from onnx_graphs import channel_mean_classifier
+from videos import make_audio, make_video
 
+from vidinfer.core.video import probe
 from vidinfer.errors import EXIT_PARTIAL
 
 
@@ -69,14 +71,17 @@ def http_server(clip: Path) -> Iterator[str]:
 
 def test_infer_writes_results_and_a_summary(clip: Path, data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "r.json"
-    proc = run_cli("infer", str(clip), "--model", "coco", "--fps", "2", "--end", "4", "-o", str(out), "-q",
-                   data_dir=data_dir)
+    # no --model: coco, as the demo
+    proc = run_cli("infer", str(clip), "--fps", "2", "--end", "4", "-o", str(out), "-q", data_dir=data_dir)
     assert proc.returncode == 0, proc.stderr
     results = json.loads(out.read_text())
     assert results["frame_offset"] == [0, 15, 30, 45, 60, 75, 90, 105]
     assert results["time_offset"] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5]
     assert len(results["coco"]) == 8
-    assert "8 frames" in proc.stdout and "person" in proc.stdout and "cat" in proc.stdout
+    info = probe(str(clip))  # the whole video, whatever range was inferred
+    assert results["video"] == {"width": info.width, "height": info.height, "frame_count": info.frame_count,
+                                "duration": round(info.duration, 4), "fps": round(float(info.fps), 4)}
+    assert "8 frames; coco: " in proc.stdout and "person" in proc.stdout and "cat" in proc.stdout
     assert "frames/s" in proc.stdout
 
 
@@ -90,7 +95,7 @@ def test_several_models_each_under_its_own_key(clip: Path, data_dir: Path, tmp_p
                    "--end", "4", "-o", str(out), "-q", data_dir=data_dir)
     assert proc.returncode == 0, proc.stderr
     results = json.loads(out.read_text())
-    assert set(results) == {"frame_offset", "time_offset", "coco", "people"}
+    assert set(results) == {"frame_offset", "time_offset", "video", "coco", "people"}
     people = {p["class"] for e in results["people"] for p in e["predictions"]}
     coco = {p["class"] for e in results["coco"] for p in e["predictions"]}
     assert people == {"person"} and {"person", "cat"} <= coco
@@ -195,3 +200,80 @@ def test_truncated_video_keeps_what_decodes(tmp_video: Callable[..., Path], data
     assert "frames were lost after" in proc.stderr
     results = json.loads(out.read_text())
     assert 0 < len(results["frame_offset"]) < 15
+
+
+# -- ranges, outputs, closing lines, noise -----------------------------------------------------------
+@pytest.fixture(scope="module")
+def mean_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A classifier (an ONNX graph) that answers at once: its key is ``mean``."""
+    return channel_mean_classifier(tmp_path_factory.mktemp("cli-models") / "mean.onnx")
+
+
+def _one_error_line(proc: subprocess.CompletedProcess[str], code: int, message: str) -> None:
+    assert proc.returncode == code, (proc.returncode, proc.stderr)
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, repr(proc.stderr)
+    assert message in proc.stderr
+
+
+def test_a_start_past_the_end_is_refused_before_anything_is_written(mean_model: Path, data_dir: Path,
+                                                                      tmp_path: Path) -> None:
+    from vidinfer.core.pipeline import ModelRun
+    from vidinfer.errors import InvalidInput
+    from vidinfer.inference import run_inference
+    from vidinfer.models.onnx_yolo import load_onnx_model
+
+    video = make_video(tmp_path / "v.mp4", frames=30)  # 1 s
+    out = tmp_path / "r.json"
+    out.write_text('{"previous": "results"}')
+    proc = run_cli("infer", str(video), "-m", str(mean_model), "--start", "100", "-o", str(out), "-q",
+                   data_dir=data_dir)
+    _one_error_line(proc, 2, "start (100s) is at or past the end of the video (1.000s)")
+    assert out.read_text() == '{"previous": "results"}' and proc.stdout == ""
+    # the same check where the service's workers run jobs
+    with pytest.raises(InvalidInput) as refused:
+        run_inference(str(video), [ModelRun("mean", load_onnx_model(str(mean_model)))], Fraction(5), start=1.0)
+    assert refused.value.code == "invalid_range"
+
+
+def test_an_unwritable_output_is_refused_before_the_run(mean_model: Path, data_dir: Path, tmp_path: Path) -> None:
+    video = make_video(tmp_path / "v.mp4", frames=30)
+    (tmp_path / "file").write_text('{"frame_offset": [0], "time_offset": [0.0]}')  # a results file
+    for command in (["infer", str(video), "-m", str(mean_model)], ["render", str(video), str(tmp_path / "file")]):
+        proc = run_cli(*command, "-o", str(tmp_path / "file" / "out"), "-q", data_dir=data_dir)
+        _one_error_line(proc, 2, f"cannot write {tmp_path / 'file' / 'out'}: {tmp_path / 'file'} is a file")
+        assert proc.stdout == ""
+    # written whole, under its name, and nothing left beside it
+    proc = run_cli("infer", str(video), "-m", str(mean_model), "-o", str(tmp_path / "new" / "r.json"), "-q",
+                   data_dir=data_dir)
+    assert proc.returncode == 0, proc.stderr
+    assert os.listdir(tmp_path / "new") == ["r.json"] and json.loads((tmp_path / "new" / "r.json").read_text())
+
+
+def test_the_closing_line_and_summary_say_what_a_classifier_found(mean_model: Path, data_dir: Path,
+                                                                  tmp_path: Path) -> None:
+    video = make_video(tmp_path / "v.mp4", frames=30)
+    out = tmp_path / "r.json"
+    proc = run_cli("infer", str(video), "-m", str(mean_model), "-o", str(out), "-q", data_dir=data_dir)
+    assert proc.returncode == 0, proc.stderr
+    assert "5 frames; mean: top classes " in proc.stdout and "none" not in proc.stdout, proc.stdout
+    summary = run_cli("summary", str(out), data_dir=data_dir)
+    assert summary.returncode == 0 and "mean: top classes " in summary.stdout, summary.stdout
+    assert "no detections" not in summary.stdout
+    # lines, zones and tracking need boxes: an error, not an empty count
+    for option in (["--line", "0,0,10,10"], ["--zone", "0,0,10,0,10,10"], ["--track"]):
+        proc = run_cli("infer", str(video), "-m", str(mean_model), *option, "-o", str(tmp_path / "x.json"),
+                       "-q", data_dir=data_dir)
+        _one_error_line(proc, 2, "need a detection model")
+        assert not (tmp_path / "x.json").exists()
+
+
+def test_tflite_runs_and_errors_print_no_noise(data_dir: Path, tmp_path: Path) -> None:
+    video = make_video(tmp_path / "v.mp4", frames=30)
+    proc = run_cli("infer", str(video), "-m", "imagenet", "--fps", "2", "-o", str(tmp_path / "r.json"),
+                   data_dir=data_dir)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "" and "imagenet: top classes" in proc.stdout
+    # with the progress bar on (no -q), an error is its one line: no blank line before it
+    for args in (["infer", str(tmp_path / "nope.mp4")], ["infer", str(video), "-m", "imagenet", "--start", "5"]):
+        proc = run_cli(*args, data_dir=data_dir)
+        _one_error_line(proc, 2, "")

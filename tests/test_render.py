@@ -16,6 +16,7 @@ from server import Server
 from videos import decode_reference, frame_label, make_video
 
 from vidinfer.core.video import probe
+from vidinfer.errors import InvalidInput
 from vidinfer.render import Timeline, drawable_keys, interpolate, overlays, parse_entry, render_video
 
 SIZE = (320, 240)
@@ -264,6 +265,9 @@ def test_api_renders_a_finished_job_in_a_worker(server: Server, tmp_path: Path) 
     assert httpx.get(f"{server.url}/videoinfer/render", params=params).status_code == 404
     bad = httpx.post(f"{server.url}/videoinfer/render", params=params, json={"start": 3, "end": 1})
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_range"
+    past = httpx.post(f"{server.url}/videoinfer/render", params=params, json={"start": 100})  # an 8 s video
+    assert past.status_code == 400 and past.json()["error"]["code"] == "invalid_range", past.text
+    assert "past the end of the video" in past.json()["error"]["message"]
 
     r = httpx.post(f"{server.url}/videoinfer/render", params=params, json={"blur": ["person"], "end": 4})
     assert r.status_code == 200 and r.json()["status"] == 1, r.text
@@ -276,3 +280,77 @@ def test_api_renders_a_finished_job_in_a_worker(server: Server, tmp_path: Path) 
     (tmp_path / "rendered.mp4").write_bytes(video.content)
     info, source = probe(str(tmp_path / "rendered.mp4")), probe(str(clip))
     assert (info.codec, info.fps, info.frame_count, info.width) == ("h264", source.fps, 120, source.width)
+
+
+# -- which video, which range, which audio ------------------------------------------------------
+def _described(video: Path, results: dict[str, Any]) -> dict[str, Any]:
+    """``results`` as ``vidinfer infer`` writes them for ``video``: with its ``video`` key."""
+    from vidinfer.wire import video_json
+
+    return {**results, "video": video_json(probe(str(video)))}
+
+
+def test_results_of_another_video_are_refused_unless_forced(tmp_path: Path) -> None:
+    big = make_video(tmp_path / "big.mp4", frames=24, size=(768, 576))
+    small = make_video(tmp_path / "small.mp4", frames=20, size=(640, 480))
+    results = _described(big, _results([0, 6, 12, 18], 30, [[_pred(100, 100, 40, 40)]] * 4))
+    with pytest.raises(InvalidInput) as refused:
+        render_video(str(small), results, tmp_path / "out.mp4")
+    message = refused.value.message
+    assert refused.value.code == "video_mismatch" and "--force" in message
+    assert "768x576, 24 frames, 0.800 s" in message and "640x480, 20 frames, 0.667 s" in message
+    assert not (tmp_path / "out.mp4").exists()
+    forced = render_video(str(small), results, tmp_path / "out.mp4", force=True)
+    assert forced.frames == 20 and "another video" in forced.warnings[0]
+    # its own video passes without a word; a file written before the key existed is drawn, with a warning
+    assert render_video(str(big), results, tmp_path / "own.mp4").warnings == []
+    old = render_video(str(small), {k: v for k, v in results.items() if k != "video"}, tmp_path / "old.mp4")
+    assert old.frames == 20 and "not checked" in old.warnings[0]
+
+
+def test_cli_refuses_another_video_in_one_line_and_force_draws_it(tmp_path: Path) -> None:
+    from test_cli import run_cli
+
+    big = make_video(tmp_path / "big.mp4", frames=12, size=(768, 576))
+    small = make_video(tmp_path / "small.mp4", frames=10, size=(640, 480))
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(_described(big, _results([0, 6], 30, [[_pred(100, 100, 40, 40)]] * 2))))
+    proc = run_cli("render", str(small), str(path), "-o", str(tmp_path / "o.mp4"), "-q", data_dir=tmp_path / "d")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("error: the results were made from another video") and "--force" in proc.stderr
+    proc = run_cli("render", str(small), str(path), "-o", str(tmp_path / "o.mp4"), "-q", "--force",
+                   data_dir=tmp_path / "d")
+    assert proc.returncode == 0 and "warning: the results were made from another video" in proc.stderr
+    assert probe(str(tmp_path / "o.mp4")).frame_count == 10
+
+
+def test_default_range_is_the_one_the_results_cover(tmp_path: Path) -> None:
+    src = make_video(tmp_path / "in.mp4", frames=120, size=SIZE, audio=True)  # 4 s
+    first_second = _results([0, 6, 12, 18, 24], 30, [[_pred(100, 100, 40, 40)]] * 5)
+    stats = render_video(str(src), first_second, tmp_path / "a.mp4")
+    assert stats.frames == 30 and [f.label for f in decode_reference(tmp_path / "a.mp4")] == list(range(30))
+    with av.open(str(tmp_path / "a.mp4")) as container:
+        audio = container.streams.audio[0]
+        assert abs(float(audio.duration * audio.time_base) - 1.0) < 0.1
+    # a range in the middle (infer --start 2 --end 3), and what is asked for wins over the default
+    middle = _described(src, _results([60, 66, 72, 78, 84], 30, [[]] * 5))  # with its video key: the same
+    assert [f.label for f in decode_reference(render_video(str(src), middle, tmp_path / "b.mp4").output)] == \
+        list(range(60, 90))
+    assert render_video(str(src), first_second, tmp_path / "c.mp4", end=3.0).frames == 90
+    assert render_video(str(src), first_second, tmp_path / "d.mp4", start=2.0).frames == 60
+    assert render_video(str(src), middle, tmp_path / "e.mp4", end=1.0).frames == 30
+
+
+@pytest.mark.parametrize(("codec", "name"), [("mp3", "mp3"), ("aac", "aac")])
+def test_mp3_and_aac_audio_are_copied_not_reencoded(codec: str, name: str, tmp_path: Path) -> None:
+    src = make_video(tmp_path / "in.mkv", frames=30, size=SIZE, audio=codec)
+    with av.open(str(src)) as container:
+        source = container.streams.audio[0]
+        packets = [bytes(p) for p in container.demux(source) if p.size][:5]
+    stats = render_video(str(src), _results([0], 30, [[]]), tmp_path / "out.mp4")
+    assert stats.audio == "copy"
+    with av.open(str(tmp_path / "out.mp4")) as container:
+        audio = container.streams.audio[0]
+        assert audio.codec_context.codec.canonical_name == name
+        # copied: the very packets of the source
+        assert [bytes(p) for p in container.demux(audio) if p.size][:5] == packets

@@ -313,7 +313,7 @@ def _children(pid: int) -> list[int]:
 
 def _without_timings(results: dict) -> dict:
     """Results minus each entry's ``time`` (seconds spent in the model), which no two runs share."""
-    return {k: v if k.endswith("_offset") else [{**e, "time": None} if e else e for e in v]
+    return {k: v if k.endswith("_offset") or not isinstance(v, list) else [{**e, "time": None} if e else e for e in v]
             for k, v in results.items()}
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import jsonschema
 import pytest
-from onnx_graphs import input_size_box_model, ultralytics_metadata
+from onnx_graphs import channel_mean_classifier, input_size_box_model, ultralytics_metadata
 from server import Server
 from videos import make_video
 
@@ -29,7 +29,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("track-e2e")
     video = make_video(tmp / "still.mp4", frames=30 * SECONDS, fps=30, size=(320, 240))
     model = input_size_box_model(tmp / "box.onnx", metadata=ultralytics_metadata("detect", ["thing"], end2end=True))
-    return {"video": video, "model": model, "tmp": tmp}
+    classifier = channel_mean_classifier(tmp / "mean.onnx")
+    return {"video": video, "model": model, "classifier": classifier, "tmp": tmp}
 
 
 def run_cli(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
@@ -94,6 +95,8 @@ def server(files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> 
     data = tmp_path_factory.mktemp("track-svc")
     added = run_cli("models", "add", "box", str(files["model"]), data_dir=data)
     assert added.returncode == 0, added.stderr
+    added = run_cli("models", "add", "mean", str(files["classifier"]), data_dir=data)
+    assert added.returncode == 0, added.stderr
     with Server(data, workers=1) as srv:
         yield srv
 
@@ -110,6 +113,8 @@ def test_a_job_with_a_tracker_lines_and_zones(server: Server, files: dict[str, P
     results = httpx.get(status["output_signed_url"]).json()
     _check(results, "box")
     jsonschema.validate(results, httpx.get(f"{server.url}/results.schema.json").json())
+    assert results["video"] == {"width": 320, "height": 240, "frame_count": 30 * SECONDS,
+                                "duration": float(SECONDS), "fps": 30.0}
 
     plain = server.wait(key, server.submit(key, url, models, infer_fps=FPS).json()["job_id"])
     assert "tracks" not in httpx.get(plain["output_signed_url"]).json()
@@ -118,3 +123,53 @@ def test_a_job_with_a_tracker_lines_and_zones(server: Server, files: dict[str, P
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_lines"
     bad = server.submit(key, url, models, infer_fps=FPS, tracker="deepsort")
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_tracker"
+    # a line with no model that finds boxes: the job fails before any decoding, with a code
+    only_classes = [{"model_id": "mean", "model_version": "1"}]
+    failed = server.wait(key, server.submit(key, url, only_classes, infer_fps=FPS,
+                                            lines=[[[0, 10], [320, 10]]]).json()["job_id"])
+    assert failed["status"] >= 2 and failed["error"]["code"] == "no_detection_model", failed
+    assert "output_signed_url" not in failed or failed["output_signed_url"] is None
+
+
+def test_findings_say_what_every_kind_of_model_found() -> None:
+    """The closing line of ``infer`` and ``vidinfer summary`` for entries serialised by the wire writer."""
+    import numpy as np
+    from rich.console import Console
+
+    from vidinfer.core.results import (
+        Classification,
+        Detections,
+        Embedding,
+        FramePrediction,
+        Gazes,
+        TextLines,
+        VideoResult,
+    )
+    from vidinfer.summary import findings, print_summary
+    from vidinfer.wire import results_to_json
+
+    box = [[10, 10, 50, 50]]
+    kinds = {
+        "cls": Classification(["cat", "dog"], np.array([0.8, 0.2])),
+        "tags": Classification(["cat", "dog"], np.array([0.8, 0.7]), multilabel=True),
+        "gaze": Gazes(box, [0.9], np.zeros((1, 6, 2)), [0.1], [0.0]),
+        "ocr": TextLines(np.array([[[0, 0], [40, 0], [40, 10], [0, 10]]]), ["EXIT"], [0.9]),
+        "clip": Embedding(np.ones((1, 4))),
+        "pose": Detections(box, [0.9], [0], ["person"], keypoints=np.ones((1, 17, 3))),
+        "det": Detections(box, [0.9], [0], ["car"]),
+        "empty": Detections.empty(),
+    }
+    result = VideoResult(frame_offset=[0, 5], time_offset=[0.0, 0.2],
+                         predictions={k: [FramePrediction(v, (64, 48), 0.01)] * 2 for k, v in kinds.items()})
+    results = results_to_json(result)
+    lines = {f.key: f.line() for f in findings(results)}
+    assert lines == {"cls": "cls: top classes cat 2", "tags": "tags: predicted classes cat 2, dog 2",
+                     "gaze": "gaze: 2 faces", "ocr": 'ocr: 2 text lines ("EXIT" 2)', "clip": "clip: 2 embeddings",
+                     "pose": "pose: 2 poses (person 2)", "det": "det: car 2", "empty": "empty: nothing found"}
+    console = Console(record=True, width=200)
+    print_summary(results, console)
+    text = console.export_text()
+    for line in lines.values():
+        if not line.startswith(("det", "pose", "ocr")):  # these three get their class tables
+            assert line in text, text
+    assert "car" in text and "person" in text and "no detections" not in text

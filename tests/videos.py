@@ -89,7 +89,7 @@ def make_video(
     time_base: Fraction | None = None,
     gop: int | None = None,
     bframes: int | None = None,
-    audio: bool = False,
+    audio: bool | str = False,
     options: dict[str, str] | None = None,
     container_options: dict[str, str] | None = None,
     labels: Sequence[int] | None = None,
@@ -104,7 +104,8 @@ def make_video(
       whenever it is given); ``bframes``: the encoder's maximum consecutive B-frames.
     - ``options``: extra encoder options; ``container_options``: muxer options,
       e.g. ``{"movflags": "faststart"}`` to put an MP4's index at the front.
-    - ``audio``: add a 1 kHz AAC (MP2 in AVI) track as long as the video.
+    - ``audio``: add a 1 kHz AAC (MP2 in AVI) track as long as the video; a codec name (``"mp3"``)
+      picks another encoder.
     - ``on_packet(packet, i)``: called with the ``i``-th video packet (decode order)
       before it is muxed; change ``packet.pts`` / ``packet.dts`` in place, or return
       ``None`` to drop it.
@@ -139,7 +140,8 @@ def make_video(
             stream.codec_context.gop_size = gop
         if bframes is not None:
             stream.codec_context.max_b_frames = bframes
-        audio_stream = _add_audio(out, "mp2" if path.suffix.lower() == ".avi" else "aac") if audio else None
+        audio_codec = audio if isinstance(audio, str) else "mp2" if path.suffix.lower() == ".avi" else "aac"
+        audio_stream = _add_audio(out, audio_codec) if audio else None
         audio_pts = 0
         counter = [0]
 

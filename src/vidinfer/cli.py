@@ -12,7 +12,6 @@ import os
 import sys
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -80,7 +79,8 @@ def _results_key(spec: str) -> str:
 
 @cli.command()
 @click.argument("video")
-@click.option("-m", "--model", "models", multiple=True, required=True, metavar="NAME[:k=v,...]",
+@click.option("-m", "--model", "models", multiple=True, default=("coco",), show_default=True,
+              metavar="NAME[:k=v,...]",
               help="A model: built-in name, registered name or .onnx path; repeatable. "
                    "Per-model params after a colon: coco:confidence=0.5,classes=person|car.")
 @click.option("--fps", "infer_fps", default="5", show_default=True,
@@ -105,7 +105,7 @@ def infer(obj: Context, video: str, models: Sequence[str], infer_fps: str, outpu
     """Run models over VIDEO (a path or an http(s) URL) and write the results JSON."""
     from vidinfer.core.sampling import parse_fps
     from vidinfer.core.tracking import AnalysisOptions, analyse
-    from vidinfer.inference import ModelRequest, resolve_runs
+    from vidinfer.inference import ModelRequest, check_analysis, resolve_runs
 
     defaults: dict[str, Any] = {}
     if conf is not None:
@@ -118,11 +118,12 @@ def infer(obj: Context, video: str, models: Sequence[str], infer_fps: str, outpu
         requests.append(ModelRequest(_results_key(spec), spec, params))
     fps = parse_fps(infer_fps)
     analysis = AnalysisOptions.parse("bytetrack" if track else None, lines, zones)
+    output = output or Path(f"{Path(video.split('?')[0]).stem or 'video'}.results.json")
+    _check_output(output)
     runs = resolve_runs(obj.registry(), requests)
+    check_analysis(runs, analysis)
     with tempfile.TemporaryDirectory(prefix="vidinfer-") as tmp:
         path = _local_video(obj, video, Path(tmp), quiet)
-        name = Path(video.split("?")[0]).stem or "video"
-        output = output or Path(f"{name}.results.json")
         out = _run_with_progress(obj, path, runs, fps, start, end, batch_size, quiet)
     analyse(out.results_json, analysis, float(fps))
     _write_json(output, out.results_json)
@@ -163,7 +164,8 @@ def _run_with_progress(obj: Context, path: str, runs: list, fps: Fraction, start
         return run_inference(path, runs, fps, **kwargs)
     columns = (TextColumn("[bold]inferring"), BarColumn(), MofNCompleteColumn(), TextColumn("frames"),
                TimeRemainingColumn())
-    with Progress(*columns, transient=True, console=_stderr_console()) as bar:
+    console = _stderr_console()
+    with Progress(*columns, transient=True, console=console, disable=not console.is_terminal) as bar:
         task = bar.add_task("infer", total=None)
 
         def on_probe(info) -> None:  # noqa: ANN001
@@ -175,29 +177,48 @@ def _run_with_progress(obj: Context, path: str, runs: list, fps: Fraction, start
 
 
 def _stderr_console():  # noqa: ANN202
+    """Where progress bars go: shown on a terminal only (elsewhere rich leaves a blank line behind)."""
     from rich.console import Console
 
     return Console(stderr=True)
 
 
+def _check_output(path: Path) -> None:
+    """Fail before any work when ``path`` cannot be written: its folder (made if missing) must take a new
+    file, as the atomic write needs one beside it."""
+    above = next((p for p in path.absolute().parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise InvalidInput(f"cannot write {path}: {above} is a file, not a folder", code="unwritable_output")
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(21, "it is a folder")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".check"):
+            pass
+    except OSError as exc:
+        raise InvalidInput(f"cannot write {path}: {exc.strerror or exc}", code="unwritable_output") from None
+
+
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write atomically: a crash never leaves a half-written results file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, separators=(",", ":")))
-    tmp.replace(path)
+    """Write atomically (a temporary file beside it, renamed over it): a crash or a full disk never leaves
+    a half-written results file, nor destroys the previous one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("w") as f:
+            json.dump(data, f, separators=(",", ":"))
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise InvalidInput(f"cannot write {path}: {exc.strerror or exc}", code="unwritable_output") from None
 
 
 def _print_summary(out, output: Path) -> None:  # noqa: ANN001
+    from vidinfer.summary import findings
+
     result = out.result
-    counts: Counter[str] = Counter()
-    for column in out.results_json.values():
-        for entry in column if isinstance(column, list) else []:
-            if isinstance(entry, dict) and isinstance(entry.get("predictions"), list):
-                counts.update(p["class"] for p in entry["predictions"] if "x" in p)
     wall = result.stats.get("wall_seconds", 0.0)
     n = len(result)
-    top = ", ".join(f"{c} {k}" for k, c in counts.most_common(8)) or "none"
+    top = "; ".join(f.line() for f in findings(out.results_json)) or "no model"
     nulls = f", {result.failed_frames} null" if result.failed_frames else ""
     tracks = out.results_json.get("tracks")
     if tracks is not None:
@@ -205,7 +226,7 @@ def _print_summary(out, output: Path) -> None:  # noqa: ANN001
     for model_counts in (out.results_json.get("counts") or {}).values():
         top += "".join(f"; {line['name']} in {line['total_in']} out {line['total_out']}"
                        for line in model_counts["lines"])
-    click.echo(f"{n} frames{nulls}; detections: {top}; {wall:.1f} s wall, "
+    click.echo(f"{n} frames{nulls}; {top}; {wall:.1f} s wall, "
                f"{n / wall if wall else 0:.1f} frames/s -> {output}")
 
 
@@ -477,10 +498,11 @@ def search_cmd(obj: Context, text: str, results: Sequence[Path], model_name: str
               help="Blur the boxes of CLASS (repeatable; e.g. person, face from gaze results).")
 @click.option("-m", "--model", "models", multiple=True, metavar="KEY",
               help="Draw only this results key (repeatable) [default: every model in the file].")
+@click.option("--force", is_flag=True, help="Draw results made from another video (another size or length).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.pass_obj
 def render_cmd(obj: Context, video: str, results: Path, output: Path | None, start: float | None,
-               end: float | None, blur: Sequence[str], models: Sequence[str], quiet: bool) -> None:
+               end: float | None, blur: Sequence[str], models: Sequence[str], force: bool, quiet: bool) -> None:
     """Draw the predictions of RESULTS onto VIDEO: an H.264 MP4 with the source's audio, fps and frames."""
     from vidinfer.render import render_video
 
@@ -492,10 +514,12 @@ def render_cmd(obj: Context, video: str, results: Path, output: Path | None, sta
         raise InvalidInput(f"{results} is not a results JSON file (expected an object)")
     name = Path(video.split("?")[0]).stem or "video"
     output = output or Path(f"{name}.rendered.mp4")
+    _check_output(output)
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="vidinfer-") as tmp:
         path = _local_video(obj, video, Path(tmp), quiet)
-        kwargs = dict(models=models or None, blur=blur, start=start, end=end, threads=obj.settings.decode_threads)
+        kwargs = dict(models=models or None, blur=blur, start=start, end=end, force=force,
+                      threads=obj.settings.decode_threads)
         if quiet:
             stats = render_video(path, data, output, **kwargs)
         else:
@@ -503,12 +527,15 @@ def render_cmd(obj: Context, video: str, results: Path, output: Path | None, sta
 
             columns = (TextColumn("[bold]rendering"), BarColumn(), MofNCompleteColumn(), TextColumn("frames"),
                        TimeRemainingColumn())
-            with Progress(*columns, transient=True, console=_stderr_console()) as bar:
+            console = _stderr_console()
+            with Progress(*columns, transient=True, console=console, disable=not console.is_terminal) as bar:
                 task = bar.add_task("render", total=None)
                 stats = render_video(path, data, output,
                                      on_progress=lambda done, total: bar.update(task, completed=done, total=total),
                                      **kwargs)
     wall = time.monotonic() - t0
+    for warning in stats.warnings:
+        click.echo(f"warning: {warning}", err=True)
     audio = {"copy": "audio copied", "aac": "audio re-encoded to AAC"}.get(stats.audio or "", "no audio")
     click.echo(f"{stats.frames} frames, {audio}; {wall:.1f} s wall, "
                f"{stats.frames / wall if wall else 0:.1f} frames/s -> {output}")

@@ -13,6 +13,7 @@ from typing import Any
 
 from vidinfer.core.pipeline import ModelRun, Progress, run_video
 from vidinfer.core.results import VideoResult
+from vidinfer.core.tracking import AnalysisOptions
 from vidinfer.core.video import VideoInfo, probe
 from vidinfer.errors import DecodeError, InvalidInput
 from vidinfer.models.base import InferenceParams
@@ -46,6 +47,19 @@ def resolve_runs(registry: ModelRegistry, requests: Sequence[ModelRequest]) -> l
         model = registry.load(request.spec)
         runs.append(ModelRun(request.key, model, InferenceParams.parse(request.params, model.info)))
     return runs
+
+
+#: tasks whose predictions are boxes a tracker follows, and lines and zones count
+TRACKABLE_TASKS = frozenset({"object-detection", "instance-segmentation", "keypoint-detection", "ocr"})
+
+
+def check_analysis(runs: Sequence[ModelRun], options: AnalysisOptions) -> None:
+    """Refuse tracking, lines and zones when no model finds boxes: they would count nothing, silently."""
+    if options.tracking and not any(run.model.info.task in TRACKABLE_TASKS for run in runs):
+        found = ", ".join(f"{run.key} ({run.model.info.task})" for run in runs)
+        raise InvalidInput(f"tracking, lines and zones need a detection model (object-detection, "
+                           f"instance-segmentation, keypoint-detection or ocr); got {found}",
+                           code="no_detection_model")
 
 
 @dataclass
@@ -83,4 +97,4 @@ def run_inference(
         detail = result.warnings[0] if result.warnings else "the decoder rejected every frame"
         raise DecodeError(f"{video_path}: not one of its {info.frame_count} frames could be decoded ({detail})",
                           code="undecodable")
-    return InferenceOutput(info, result, results_to_json(result))
+    return InferenceOutput(info, result, results_to_json(result, info))

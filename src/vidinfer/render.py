@@ -21,8 +21,10 @@ the video's length.
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 import os
+import statistics
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -34,14 +36,18 @@ import av
 import cv2
 import numpy as np
 
-from vidinfer.core.sampling import check_range
+from vidinfer.core.sampling import check_range, check_range_in_video
 from vidinfer.core.video import DEFAULT_DECODE_THREADS, VideoInfo, iter_frames, probe
 from vidinfer.errors import InvalidInput
 
 #: results keys that are not a model's column
-NON_MODEL_KEYS = frozenset({"frame_offset", "time_offset", "tracks", "counts", "lines", "zones"})
-#: audio codecs copied into the MP4 as they are (browsers play them); others are re-encoded to AAC
+NON_MODEL_KEYS = frozenset({"frame_offset", "time_offset", "video", "tracks", "counts", "lines", "zones"})
+#: audio codecs (FFmpeg's names of codec ids, not of decoders: MP3's decoder is ``mp3float``) copied
+#: into the MP4 as they are (browsers play them); others are re-encoded to AAC
 MP4_AUDIO_COPY = frozenset({"aac", "mp3", "opus"})
+#: frames by which a video may differ from the one the results describe and still pass for it
+#: (a damaged tail or another FFmpeg may count a frame or two differently)
+FRAME_TOLERANCE = 2
 #: keypoints below this confidence are not drawn
 KEYPOINT_MIN_CONFIDENCE = 0.3
 #: seconds of trail drawn behind a tracked object
@@ -449,6 +455,8 @@ class RenderStats:
     first_time: float
     audio: str | None  # "copy", "aac" (re-encoded) or None
     output: Path
+    #: what the caller should tell the user: results not checked against the video, or forced
+    warnings: list[str] = field(default_factory=list)
 
 
 def _frames_in_range(info: VideoInfo, start: Fraction, end: Fraction | None) -> int:
@@ -460,6 +468,66 @@ def _frames_in_range(info: VideoInfo, start: Fraction, end: Fraction | None) -> 
     return max(0, min(info.frame_count, math.ceil((span_end - float(start)) * float(info.fps))))
 
 
+# -- which video, which range -----------------------------------------------------------------
+def _described(meta: dict[str, Any]) -> str:
+    return (f"{meta.get('width')}x{meta.get('height')}, {meta.get('frame_count')} frames, "
+            f"{float(meta.get('duration') or 0):.3f} s")
+
+
+def check_video(results: dict[str, Any], info: VideoInfo, force: bool = False) -> str | None:
+    """Refuse to draw results on a video other than theirs (their ``video`` key: size, frames,
+    duration), unless ``force``. Returns a warning where nothing could be checked (results written
+    before the key existed) or where ``force`` let a mismatch through."""
+    meta = results.get("video")
+    if not isinstance(meta, dict):
+        return "the results do not say which video they were made from (an older file): not checked against it"
+    try:
+        size = (int(meta["width"]), int(meta["height"]))
+        frames, duration = int(meta["frame_count"]), float(meta["duration"])
+    except (KeyError, TypeError, ValueError):
+        raise InvalidInput("the results' \"video\" key needs width, height, frame_count and duration numbers",
+                           code="invalid_results") from None
+    slack = max(FRAME_TOLERANCE / float(info.fps or 1), 0.05)
+    if (size == (info.width, info.height) and abs(frames - info.frame_count) <= FRAME_TOLERANCE
+            and abs(duration - info.duration) <= slack):
+        return None
+    mine = {"width": info.width, "height": info.height, "frame_count": info.frame_count, "duration": info.duration}
+    message = (f"the results were made from another video ({_described(meta)}) than this one "
+               f"({_described(mine)})")
+    if force:
+        return f"{message}: drawn anyway (--force)"
+    raise InvalidInput(f"{message}; pass --force to draw them anyway", code="video_mismatch")
+
+
+def results_span(results: dict[str, Any], duration: float) -> tuple[float | None, float | None]:
+    """The seconds the results cover: from their first sample to one sampling interval past their last
+    (as long as the last sample is drawn), ``None`` at either end for the video's own start or end."""
+    times = results.get("time_offset")
+    if not isinstance(times, list) or not times or not all(isinstance(t, (int, float)) for t in times):
+        return None, None
+    # time_offset is rounded to 4 decimals: a little earlier keeps the first sampled frame in
+    start = float(times[0]) - 1e-4 if times[0] > 1e-4 else None
+    gaps = [b - a for a, b in itertools.pairwise(times) if b > a]
+    if not gaps:
+        return start, None
+    end = float(times[-1]) + statistics.median(gaps)
+    return start, None if end >= duration else end
+
+
+def render_range(results: dict[str, Any], info: VideoInfo, start: float | None,
+                 end: float | None) -> tuple[Fraction, Fraction | None]:
+    """What to render: the range asked for; where a bound is not given, the results' own
+    (``results_span``), unless that would leave nothing between the bounds."""
+    own_start, own_end = results_span(results, info.duration)
+    if start is None and (end is None or own_start is None or own_start < end):
+        start = own_start
+    if end is None and (own_end is None or own_end > (start or 0)):
+        end = own_end
+    s, e = check_range(start, end)
+    check_range_in_video(s, info.duration)
+    return s, e
+
+
 class _Audio:
     """The source's first audio stream, fed into the output as the video advances (kept interleaved)."""
 
@@ -467,7 +535,7 @@ class _Audio:
                  end: Fraction | None) -> None:
         self.container = av.open(path)
         self.src = self.container.streams.audio[0]
-        self.copy = self.src.codec_context.name in MP4_AUDIO_COPY
+        self.copy = _copyable(self.src)
         self.tb = self.src.time_base or Fraction(1, self.src.codec_context.sample_rate or 48000)
         self.origin, self.end = origin, end  # absolute seconds in the source's clock
         if self.copy:
@@ -543,16 +611,17 @@ class _Audio:
 
 def render_video(video: str, results: dict[str, Any], output: Path | str, *,
                  models: Sequence[str] | None = None, blur: Sequence[str] = (),
-                 start: float | None = None, end: float | None = None,
+                 start: float | None = None, end: float | None = None, force: bool = False,
                  on_progress: ProgressFn | None = None, threads: int = DEFAULT_DECODE_THREADS) -> RenderStats:
     """Write ``video`` with the predictions of ``results`` drawn on every frame to ``output`` (H.264 MP4).
 
     ``models``: the result keys to draw (default: every drawable one); ``blur``: classes whose boxes
     are blurred (``face`` for gaze results); ``start``/``end``: the range in seconds (the output
-    starts at 0). ``on_progress(done, total)`` is called after each frame and may raise to stop.
+    starts at 0; default: the range the results cover). ``force``: draw results made from another
+    video. ``on_progress(done, total)`` is called after each frame and may raise to stop.
     """
     output = Path(output)
-    s, e = check_range(start, end)
+    check_range(start, end)
     keys = list(models) if models else drawable_keys(results)
     missing = [k for k in keys if k not in results or k in NON_MODEL_KEYS]
     if missing:
@@ -561,9 +630,8 @@ def render_video(video: str, results: dict[str, Any], output: Path | str, *,
     timeline = Timeline(results, keys)
     lines = overlays(results, keys)
     info = probe(video)
-    if s >= info.duration and info.duration > 0:
-        raise InvalidInput(f"start ({float(s):g}s) is past the end of the video ({info.duration:.3f}s)",
-                           code="invalid_range")
+    warning = check_video(results, info, force)
+    s, e = render_range(results, info, start, end)
     total = _frames_in_range(info, s, e)
     width, height = info.width - info.width % 2, info.height - info.height % 2
     painter = Painter(width, height, float(info.fps), blur)
@@ -614,7 +682,12 @@ def render_video(video: str, results: dict[str, Any], output: Path | str, *,
             audio.container.close()
         partial.unlink(missing_ok=True)
     return RenderStats(done, float(first or 0), None if not info.has_audio else ("copy" if _copied(info) else "aac"),
-                       output)
+                       output, [warning] if warning else [])
+
+
+def _copyable(stream: av.audio.AudioStream) -> bool:
+    """Copied into the MP4 as it is: decided by the codec, not by the decoder PyAV picked."""
+    return stream.codec_context.codec.canonical_name in MP4_AUDIO_COPY
 
 
 def _output_pts(time: Fraction, tb: Fraction, last: int) -> int:
@@ -625,7 +698,7 @@ def _output_pts(time: Fraction, tb: Fraction, last: int) -> int:
 
 def _copied(info: VideoInfo) -> bool:
     with av.open(info.path) as container:
-        return bool(container.streams.audio) and container.streams.audio[0].codec_context.name in MP4_AUDIO_COPY
+        return bool(container.streams.audio) and _copyable(container.streams.audio[0])
 
 
 def _draw(frame: av.VideoFrame, painter: Painter, layers: list[Shapes], lines: list[Overlay], time: float,

@@ -162,6 +162,16 @@ class ZoneCounts(_Open):
     tracks: list[ZoneTrack]
 
 
+class VideoMeta(_Open):
+    """The source video, as vidinfer probed it (the ``video`` key)."""
+
+    width: int = Field(description="frame width in pixels")
+    height: int = Field(description="frame height in pixels")
+    frame_count: int = Field(description="frames in the whole video")
+    duration: float = Field(description="seconds, the whole video")
+    fps: float = Field(description="average frame rate")
+
+
 class ModelCounts(_Open):
     lines: list[LineCounts]
     zones: list[ZoneCounts]
@@ -175,6 +185,7 @@ def results_schema() -> dict[str, Any]:
     counts = TypeAdapter(dict[str, ModelCounts]).json_schema(by_alias=True, ref_template="#/$defs/{model}")
     defs.update(tracks.pop("$defs", {}))
     defs.update(counts.pop("$defs", {}))
+    video = TypeAdapter(VideoMeta).json_schema(by_alias=True)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "vidinfer results",
@@ -187,6 +198,8 @@ def results_schema() -> dict[str, Any]:
                              "description": "index of the sampled frame in display order, from 0"},
             "time_offset": {"type": "array", "items": {"type": "number", "minimum": 0},
                             "description": "presentation time of the sampled frame in seconds (4 decimals)"},
+            "video": {**video, "description": "vidinfer's extension: the video the results were made from, so "
+                                              "a render can refuse another one (absent from older files)"},
             "tracks": {**tracks, "description": "with tracking: per model key, one summary per track"},
             "counts": {**counts, "description": "with lines or zones: per model key, line crossings and zone "
                                                 "occupancy"},

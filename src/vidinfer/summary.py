@@ -63,6 +63,68 @@ def summarise(results: dict[str, Any]) -> list[ModelSummary]:
     return out
 
 
+@dataclass
+class Findings:
+    """What one model found, whatever its kind: counts under a heading (README: "vidinfer summary")."""
+
+    key: str
+    #: "detections", "poses", "top classes", "predicted classes", "faces", "text lines", "embeddings" or "nothing"
+    kind: str
+    total: int = 0
+    #: class (or text) -> count: detections per class, samples a class topped, texts read
+    counts: Counter = field(default_factory=Counter)
+
+    def line(self, top: int = 5) -> str:
+        """One line: ``coco: person 12, car 3``, ``imagenet: top classes tabby 30``, ``gaze: 14 faces``."""
+        if self.kind == "nothing":
+            return f"{self.key}: nothing found"
+        quote = '"' if self.kind == "text lines" else ""
+        shown = ", ".join(f"{quote}{c}{quote} {n}" for c, n in self.counts.most_common(top))
+        if self.kind == "detections":
+            return f"{self.key}: {shown}"
+        if self.kind in ("top classes", "predicted classes"):
+            return f"{self.key}: {self.kind} {shown}"
+        return f"{self.key}: {self.total} {self.kind}" + (f" ({shown})" if shown else "")
+
+
+def findings(results: dict[str, Any]) -> list[Findings]:
+    """What each model column found, read from the shape of its entries (the wire shapes of CONTRACT.md)."""
+    out = []
+    for key, column in results.items():
+        if key in ("frame_offset", "time_offset", *ANALYSIS_KEYS) or not isinstance(column, list):
+            continue
+        f = Findings(key, "nothing")
+        for entry in column:
+            if not isinstance(entry, dict):
+                continue
+            preds = entry.get("predictions")
+            if isinstance(entry.get("embeddings"), list):
+                f.kind, f.total = "embeddings", f.total + len(entry["embeddings"])
+            elif isinstance(entry.get("predicted_classes"), list):
+                f.kind, f.total = "predicted classes", f.total + 1
+                f.counts.update(map(str, entry["predicted_classes"]))
+            elif entry.get("top"):
+                f.kind, f.total = "top classes", f.total + 1
+                f.counts[str(entry["top"])] += 1
+            elif isinstance(preds, list):
+                for p in preds:
+                    if not isinstance(p, dict):
+                        continue
+                    if isinstance(p.get("face"), dict):
+                        f.kind, f.total = "faces", f.total + 1
+                    elif isinstance(p.get("keypoints"), list):
+                        f.kind, f.total = "poses", f.total + 1
+                        f.counts[str(p.get("class", ""))] += 1
+                    elif "text" in p:
+                        f.kind, f.total = "text lines", f.total + 1
+                        f.counts[str(p["text"])] += 1
+                    elif "class" in p and "x" in p:
+                        f.kind, f.total = "detections", f.total + 1
+                        f.counts[str(p["class"])] += 1
+        out.append(f)
+    return out
+
+
 def _per_class(counts: dict[str, Any]) -> str:
     return ", ".join(f"{c} {n}" for c, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))) or "-"
 
@@ -74,9 +136,12 @@ def print_summary(results: dict[str, Any], console: Any) -> None:  # noqa: ANN40
     times: list[float] = results.get("time_offset") or []
     span = f"{len(times)} samples, {times[-1]:.1f} s" if times else "no samples"
     summaries = summarise(results)
-    if not summaries:
+    others = [f for f in findings(results) if f.kind != "detections" and f.key not in {s.key for s in summaries}]
+    if not summaries and not others:
         console.print(f"{span}; no detections")
         return
+    for f in others:  # classifiers, gaze, OCR, CLIP, and models that found nothing
+        console.print(f"{span}; {f.line(top=10)}")
     for s in summaries:
         tracked = s.tracks is not None
         table = Table(title=f"{s.key}: {span}", title_justify="left")

@@ -3,6 +3,10 @@
 Shape (see CONTRACT.md): ``{"frame_offset": [...], "time_offset": [...],
 "<model_id>": [entry | null, ...]}``, one entry per sample. Boxes are centre
 ``x``, ``y``, ``width``, ``height`` in source pixels.
+
+One extension key, ``"video"``, says which video the samples come from (size, frames, duration,
+fps): ``vidinfer render`` checks it against the video it draws on. It is an object, never a list,
+so clients that take every list-valued key for a model column are not misled.
 """
 
 from __future__ import annotations
@@ -22,17 +26,28 @@ from vidinfer.core.results import (
     VideoResult,
 )
 from vidinfer.core.tracking import ANALYSIS_KEYS
+from vidinfer.core.video import VideoInfo
 
 #: deterministic detection ids: the same job gives the same ids, chunked or not
 _ID_NAMESPACE = uuid.UUID("6f1c1c52-5b7e-4c55-9a53-3f0f6a1d2f10")
 
-#: top-level keys that are not models: the offsets, and tracking's and counting's summaries
-RESERVED_KEYS = ("frame_offset", "time_offset", *ANALYSIS_KEYS)
+#: the extension key that describes the source video (see ``video_json``)
+VIDEO_KEY = "video"
+#: top-level keys that are not models: the offsets, the source video, tracking's and counting's summaries
+RESERVED_KEYS = ("frame_offset", "time_offset", VIDEO_KEY, *ANALYSIS_KEYS)
 
 
-def results_to_json(result: VideoResult) -> dict[str, Any]:
-    """The results file a client downloads."""
+def video_json(info: VideoInfo) -> dict[str, Any]:
+    """What the results say about their video: enough for a render to refuse another video."""
+    return {"width": info.width, "height": info.height, "frame_count": info.frame_count,
+            "duration": round(float(info.duration), 4), "fps": round(float(info.fps), 4)}
+
+
+def results_to_json(result: VideoResult, info: VideoInfo | None = None) -> dict[str, Any]:
+    """The results file a client downloads; with ``info``, its ``video`` key describes the source."""
     out: dict[str, Any] = {"frame_offset": list(result.frame_offset), "time_offset": list(result.time_offset)}
+    if info is not None:
+        out[VIDEO_KEY] = video_json(info)
     for key, column in result.predictions.items():
         out[key] = [
             None if pred is None else prediction_to_json(pred, key, result.frame_offset[i])

@@ -77,7 +77,7 @@ def request_render(request: Request, service: ServiceDep, caller: CallerDep, job
         raise InvalidInput("rendering through the API needs the embedded worker pool (vidinfer serve without "
                            "VIDINFER_BROKER_URL); render with `vidinfer render` instead", code="render_unavailable")
     job = service.store.get(job_id, caller.workspace)  # another workspace's job: 404
-    options = check_options((body or RenderIn()).model_dump())
+    options = check_options((body or RenderIn()).model_dump(), (job.stats.get("video") or {}).get("duration"))
     return _body(service, _renders(request, service).request(job, options))
 
 

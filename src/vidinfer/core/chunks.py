@@ -44,5 +44,8 @@ def merge_results(parts: list[dict[str, Any]]) -> dict[str, Any]:
         if list(part) != keys:
             raise ValueError(f"chunk results disagree on their keys: {list(part)} vs {keys}")
         for key in keys:
-            merged[key].extend(part[key])
+            if isinstance(part[key], list):
+                merged[key].extend(part[key])
+            else:  # an object about the whole video (``video``): every chunk has the same
+                merged[key] = part[key]
     return merged

@@ -35,7 +35,7 @@ from fractions import Fraction
 import numpy as np
 
 from vidinfer.core.results import FramePrediction, Prediction, VideoResult
-from vidinfer.core.sampling import check_infer_fps, check_range, sample_frames, sample_time
+from vidinfer.core.sampling import check_infer_fps, check_range, check_range_in_video, sample_frames, sample_time
 from vidinfer.core.video import DecodeReport, VideoInfo, can_skip_frames, iter_frames
 from vidinfer.errors import Cancelled, ModelError, VidinferError
 from vidinfer.models.base import PARALLEL_BATCHES, InferenceParams, Model
@@ -224,6 +224,7 @@ def run_video(
         raise ModelError("no model to run", code="no_models")
     check_infer_fps(infer_fps, info.max_infer_fps)
     start_f, end_f = check_range(start, end)
+    check_range_in_video(start_f, info.duration)
     total = expected_samples(info, infer_fps, start_f, end_f)
     k_first, k_stop = k_range
     total = max(0, (total if k_stop is None else min(total, k_stop)) - k_first)

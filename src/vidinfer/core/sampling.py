@@ -81,6 +81,14 @@ def check_range(start: float | None, end: float | None) -> tuple[Fraction, Fract
     return s, e
 
 
+def check_range_in_video(start: Fraction, duration: float) -> None:
+    """Refuse a range that starts at or past the video's end: it holds no frame, and an empty results file
+    (or render) would pass for a video with nothing in it. A duration of 0 is unknown: nothing to check."""
+    if duration > 0 and start >= Fraction(str(duration)):
+        raise InvalidInput(f"start ({float(start):g}s) is at or past the end of the video ({duration:.3f}s)",
+                           code="invalid_range")
+
+
 def sample_time(k: int, infer_fps: Fraction, start: Fraction = Fraction(0)) -> Fraction:
     """The target time of sample ``k``."""
     return start + Fraction(k) / infer_fps

@@ -65,9 +65,10 @@ def render_key(job: Job) -> str:
     return f"renders/{job.workspace}/{job.id}.mp4"
 
 
-def check_options(raw: dict[str, Any] | None) -> dict[str, Any]:
-    """The render options a client may send, checked: ``blur``, ``start``, ``end``, ``models``."""
-    from vidinfer.core.sampling import check_range
+def check_options(raw: dict[str, Any] | None, video_seconds: float | None = None) -> dict[str, Any]:
+    """The render options a client may send, checked: ``blur``, ``start``, ``end``, ``models``; with the
+    job's ``video_seconds``, a start past the video's end is refused now rather than by the worker."""
+    from vidinfer.core.sampling import check_range, check_range_in_video
 
     raw = raw or {}
     blur = raw.get("blur") or []
@@ -81,7 +82,9 @@ def check_options(raw: dict[str, Any] | None) -> dict[str, Any]:
     for name, value in (("start", start), ("end", end)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise InvalidInput(f"{name} must be a number of seconds", code="invalid_render_options")
-    check_range(start, end)
+    s, _ = check_range(start, end)
+    if video_seconds:
+        check_range_in_video(s, float(video_seconds))
     return {"blur": blur, "start": start, "end": end, "models": models}
 
 

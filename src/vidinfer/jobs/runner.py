@@ -24,7 +24,7 @@ from vidinfer.core.sampling import parse_fps
 from vidinfer.core.tracking import AnalysisOptions, analyse
 from vidinfer.errors import InvalidInput, StorageFull, VidinferError
 from vidinfer.fetch import UrlPolicy, fetch_to_file
-from vidinfer.inference import ModelRequest, resolve_runs, run_inference
+from vidinfer.inference import ModelRequest, check_analysis, resolve_runs, run_inference
 from vidinfer.jobs import notify
 from vidinfer.jobs.requests import check_own_upload, model_spec
 from vidinfer.jobs.states import failure_kind
@@ -102,7 +102,9 @@ class Runner:
                                                    m["model_version"]), m["inference_params"])
             for m in job.models
         ]
-        return resolve_runs(self.registry, requests)
+        runs = resolve_runs(self.registry, requests)
+        check_analysis(runs, AnalysisOptions.from_dict(job.options))
+        return runs
 
     def _execute(self, job: Job) -> dict:
         runs = self.resolve(job)

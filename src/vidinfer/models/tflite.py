@@ -13,7 +13,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
+import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -41,8 +45,9 @@ class TFLiteModel:
             raise ModelError("built-in TFLite models need ai-edge-litert: pip install 'vidinfer[models]'",
                              code="model_not_installed") from exc
         self.path = path
-        self._interpreter = Interpreter(model_path=path, num_threads=threads or os.cpu_count() or 1)
-        self._interpreter.allocate_tensors()
+        with _runtime_info_dropped():
+            self._interpreter = Interpreter(model_path=path, num_threads=threads or os.cpu_count() or 1)
+            self._interpreter.allocate_tensors()
         self._inputs = self._interpreter.get_input_details()
         self._outputs = self._interpreter.get_output_details()
         self._lock = threading.Lock()
@@ -66,6 +71,34 @@ class TFLiteModel:
 
     def output_names(self) -> list[str]:
         return [d["name"] for d in self._outputs]
+
+
+#: lines LiteRT's C++ runtime writes to stderr as a matter of course ("INFO: Created TensorFlow Lite
+#: XNNPACK delegate for CPU." for every interpreter)
+_RUNTIME_INFO = b"INFO: "
+_capture_lock = threading.Lock()
+
+
+@contextmanager
+def _runtime_info_dropped() -> Iterator[None]:
+    """Hold back LiteRT's INFO lines written while an interpreter is built; pass on everything else.
+
+    The runtime writes them from C++ straight to file descriptor 2 through its minimal logger, which
+    no setting reaches (TF_CPP_MIN_LOG_LEVEL is for TensorFlow's logger; the logger's own threshold is
+    not exported), so fd 2 goes to a file meanwhile and its other lines are written back after."""
+    with _capture_lock, tempfile.TemporaryFile() as capture:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            kept = [line for line in capture.read().splitlines(keepends=True) if not line.startswith(_RUNTIME_INFO)]
+            if kept:
+                os.write(2, b"".join(kept))
 
 
 def _dequantise(value: np.ndarray, detail: dict) -> np.ndarray:

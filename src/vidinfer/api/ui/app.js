@@ -2,7 +2,7 @@
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
-const RESERVED = new Set(["frame_offset", "time_offset", "tracks", "counts"]);
+const RESERVED = new Set(["frame_offset", "time_offset", "video", "tracks", "counts"]);
 let key = localStorage.getItem("vidinfer-key") || "";
 let selectedJob = null;
 // the open job: {job, results, samples, classes, timeline, unplayable, burntIn}; burntIn: the video playing is a
