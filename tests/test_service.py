@@ -112,6 +112,27 @@ def test_signed_urls_refuse_tampering_expiry_wrong_method_and_other_objects(serv
     assert httpx.put(signed, content=data).status_code == 200
 
 
+def test_an_upload_url_takes_a_post_of_the_raw_body_and_a_results_url_does_not(server: Server, key: str,
+                                                                                 clip: Path) -> None:
+    """Issue 14.13: guides tell curl users to POST the file to the upload URL; that answered 405."""
+    signed = httpx.post(f"{server.url}/video_upload_signed_url", params={"api_key": key},
+                        json={"file_name": "posted.mp4"}).json()["signed_url"]
+    # what `curl -X POST --data-binary @clip.mp4 URL` sends (its default form Content-Type included)
+    posted = httpx.post(signed, content=clip.read_bytes(), headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert posted.status_code == 200, posted.text
+    assert posted.json()["size"] == clip.stat().st_size
+    done = server.wait(key, server.submit(key, signed).json()["job_id"])
+    assert done["status"] == 0, done
+    # a multipart form (curl -F) is not a video: refused with a clear code, not stored
+    form = httpx.post(signed, files={"file": ("clip.mp4", b"\0" * 64, "video/mp4")})
+    assert form.status_code == 400 and form.json()["error"]["code"] == "multipart_upload", form.text
+    # the signature still binds the object and the expiry; a results URL (signed for GET) takes no POST
+    assert httpx.post(signed.replace("/posted.mp4?", "/other.mp4?"), content=b"x").status_code == 403
+    results = httpx.post(done["output_signed_url"], content=b"{}")
+    assert results.status_code == 403 and results.json()["error"]["code"] == "bad_signature"
+    assert httpx.get(done["output_signed_url"]).json()["frame_offset"]
+
+
 def test_uploads_over_the_limit_are_refused_and_not_kept(server: Server, key: str) -> None:
     signed = httpx.post(f"{server.url}/video_upload_signed_url", params={"api_key": key},
                         json={"file_name": "big.mp4"}).json()["signed_url"]
