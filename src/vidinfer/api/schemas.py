@@ -11,7 +11,9 @@ class ModelIn(BaseModel):
     model_config = ConfigDict(extra="ignore", protected_namespaces=())
 
     model_id: str = Field(min_length=1, max_length=128, examples=["coco"])
-    model_version: str = Field("1", max_length=128, description="Always a string; may be a slug.")
+    model_version: str | None = Field(None, max_length=128,
+                                      description="Always a string; may be a slug. Without it, version 1 is "
+                                                  "looked up first.")
     inference_type: str = Field("object-detection", max_length=64, examples=["object-detection"])
     inference_params: dict[str, Any] | None = Field(
         None, description="confidence, iou (alias overlap), max_detections, classes; model-specific extras.")

@@ -40,7 +40,7 @@ def deliver(url: str, body: bytes, secret: bytes, policy: UrlPolicy, backoff: tu
     for attempt, delay in enumerate((0.0, *backoff)):
         time.sleep(delay)
         try:
-            target, pinned, extensions = policy.pin(url)  # checked at each try, connected to as checked
+            target, pinned, extensions = policy.pin(url, "notify_url")  # checked at each try, connected to as checked
             timestamp = str(int(time.time()))
             with httpx.Client(timeout=10.0, follow_redirects=False) as client:
                 response = client.post(target, content=body, extensions=extensions,
