@@ -118,7 +118,8 @@ def test_an_upload_url_takes_a_post_of_the_raw_body_and_a_results_url_does_not(s
     signed = httpx.post(f"{server.url}/video_upload_signed_url", params={"api_key": key},
                         json={"file_name": "posted.mp4"}).json()["signed_url"]
     # what `curl -X POST --data-binary @clip.mp4 URL` sends (its default form Content-Type included)
-    posted = httpx.post(signed, content=clip.read_bytes(), headers={"Content-Type": "application/x-www-form-urlencoded"})
+    posted = httpx.post(signed, content=clip.read_bytes(),
+                        headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert posted.status_code == 200, posted.text
     assert posted.json()["size"] == clip.stat().st_size
     done = server.wait(key, server.submit(key, signed).json()["job_id"])
