@@ -298,12 +298,16 @@ def test_urls_to_loopback_private_link_local_and_metadata_are_refused(server: Se
         # a name this machine cannot resolve ("localhost." here) is refused all the same, as unreachable
         expected = {"url_forbidden"} if _resolves(urlsplit(url).hostname) else {"url_forbidden", "url_unreachable"}
         assert response.json()["error"]["code"] in expected, url
+        if response.json()["error"]["code"] == "url_forbidden":  # the message names the field at fault
+            message = response.json()["error"]["message"]
+            assert message.startswith(f"{field} host") and ({"input_url", "notify_url"} - {field}).pop() not in message
     for url in ("file:///etc/passwd", "ftp://127.0.0.1/v.mp4", "gopher://127.0.0.1:6379/_INFO", "http:///v.mp4",
                 "dict://127.0.0.1:11211/stat"):
         body = {"input_url": url} if field == "input_url" else {"input_url": acme["upload"], "notify_url": url}
         response = httpx.post(f"{server.url}/videoinfer", params={"api_key": acme["key"]},
                               json={"infer_fps": 1, "models": COCO, **body})
         assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_url", url
+        assert response.json()["error"]["message"].startswith(f"{field} must be an http(s) URL"), response.text
 
 
 def test_redirects_from_an_allowed_host_to_a_forbidden_one_are_not_followed(server: Server,

@@ -112,6 +112,28 @@ def test_signed_urls_refuse_tampering_expiry_wrong_method_and_other_objects(serv
     assert httpx.put(signed, content=data).status_code == 200
 
 
+def test_an_upload_url_takes_a_post_of_the_raw_body_and_a_results_url_does_not(server: Server, key: str,
+                                                                                 clip: Path) -> None:
+    """Issue 14.13: guides tell curl users to POST the file to the upload URL; that answered 405."""
+    signed = httpx.post(f"{server.url}/video_upload_signed_url", params={"api_key": key},
+                        json={"file_name": "posted.mp4"}).json()["signed_url"]
+    # what `curl -X POST --data-binary @clip.mp4 URL` sends (its default form Content-Type included)
+    posted = httpx.post(signed, content=clip.read_bytes(),
+                        headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert posted.status_code == 200, posted.text
+    assert posted.json()["size"] == clip.stat().st_size
+    done = server.wait(key, server.submit(key, signed).json()["job_id"])
+    assert done["status"] == 0, done
+    # a multipart form (curl -F) is not a video: refused with a clear code, not stored
+    form = httpx.post(signed, files={"file": ("clip.mp4", b"\0" * 64, "video/mp4")})
+    assert form.status_code == 400 and form.json()["error"]["code"] == "multipart_upload", form.text
+    # the signature still binds the object and the expiry; a results URL (signed for GET) takes no POST
+    assert httpx.post(signed.replace("/posted.mp4?", "/other.mp4?"), content=b"x").status_code == 403
+    results = httpx.post(done["output_signed_url"], content=b"{}")
+    assert results.status_code == 403 and results.json()["error"]["code"] == "bad_signature"
+    assert httpx.get(done["output_signed_url"]).json()["frame_offset"]
+
+
 def test_uploads_over_the_limit_are_refused_and_not_kept(server: Server, key: str) -> None:
     signed = httpx.post(f"{server.url}/video_upload_signed_url", params={"api_key": key},
                         json={"file_name": "big.mp4"}).json()["signed_url"]
@@ -242,7 +264,29 @@ def test_idempotency_key_returns_the_same_job(server: Server, key: str, clip: Pa
     assert first["job_id"] == again["job_id"]
     other = httpx.post(f"{server.url}/videoinfer", params={"api_key": key}, json=body).json()
     assert other["job_id"] != first["job_id"]
+    # the same request written another way is the same request
+    same = httpx.post(f"{server.url}/videoinfer", params={"api_key": key}, json={**body, "infer_fps": "1/1"},
+                      headers=headers).json()
+    assert same["job_id"] == first["job_id"]
+    # the key reused for another request: refused, not silently answered with the first job (issue 14.15)
+    reused = httpx.post(f"{server.url}/videoinfer", params={"api_key": key}, json={**body, "infer_fps": 2},
+                        headers=headers)
+    assert reused.status_code == 422, reused.text
+    error = reused.json()["error"]
+    assert error["code"] == "idempotency_key_reused" and "infer_fps" in error["message"]
+    assert first["job_id"] in error["message"]
     server.wait(key, first["job_id"])
+
+
+def test_an_unknown_model_is_named_as_the_request_named_it(server: Server, key: str) -> None:
+    """Issue 14.15: a model sent without a version was reported as ``nosuch/1``."""
+    for model, named in (({"model_id": "nosuch"}, "unknown model nosuch in"),
+                         ({"model_id": "nosuch", "model_version": "3"}, "unknown model nosuch/3 in")):
+        response = server.submit(key, "http://127.0.0.1/x.mp4", models=[model])
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert error["code"] == "unknown_model" and named in error["message"], error
+        assert "nosuch/1" not in error["message"]
 
 
 def test_the_webhook_is_signed_and_retried(server: Server, key: str, clip: Path) -> None:
@@ -276,6 +320,52 @@ def test_the_webhook_is_signed_and_retried(server: Server, key: str, clip: Path)
     assert headers["X-Vidinfer-Signature"] == f"sha256={expected}"
     payload = json.loads(body)
     assert payload["job_id"] == job_id and payload["status"] == 0 and payload["output_signed_url"]
+
+
+class _Hook:
+    """A loopback webhook receiver: the bodies it was POSTed, answered 200."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict] = []
+        received = self.bodies
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def wait(self, count: int, seconds: float = 30) -> list[dict]:
+        deadline = time.monotonic() + seconds
+        while len(self.bodies) < count and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return self.bodies
+
+
+def test_a_job_cancelled_while_queued_sends_its_webhook(tmp_path: Path, clip: Path) -> None:
+    """Issue 14.15: a running job cancelled sent the webhook, a queued one did not (no worker here: it stays
+    queued). Cancelling it again sends nothing more."""
+    hook = _Hook()
+    try:
+        with Server(tmp_path / "data", workers=0) as srv:
+            key = srv.key("acme")
+            job_id = srv.submit(key, srv.upload(key, clip), notify_url=hook.url).json()["job_id"]
+            cancelled = httpx.delete(f"{srv.url}/videoinfer", params={"api_key": key, "job_id": job_id}).json()
+            assert cancelled["status"] == 7
+            (body,) = hook.wait(1)
+            assert body["job_id"] == job_id and body["status"] == 7 and body["state"] == "cancelled"
+            assert httpx.delete(f"{srv.url}/videoinfer", params={"api_key": key, "job_id": job_id}).status_code == 200
+            time.sleep(1.0)
+            assert len(hook.bodies) == 1
+    finally:
+        hook.httpd.shutdown()
 
 
 def test_status_polling_is_rate_limited_per_key_with_retry_after(tmp_path: Path, clip: Path) -> None:

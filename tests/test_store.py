@@ -64,6 +64,40 @@ def test_a_worker_presumed_dead_cannot_overwrite_its_successor(url: str) -> None
         store.get(job.id, "rival")
 
 
+def test_an_idempotency_key_reused_for_another_request_is_refused(url: str) -> None:
+    """Issue 14.15: the same key with a different body returned the first job, dropping the second."""
+    from vidinfer.errors import IdempotencyConflict
+
+    store = JobStore(url)
+    models = [{"model_id": "coco", "model_version": None, "inference_type": "object-detection",
+               "inference_params": {"confidence": 0.5}}]
+    request = {"input_url": "http://x/v.mp4", "infer_fps": "5/1", "models": models, "notify_url": "http://h/x",
+               "options": {"tracker": "bytetrack", "lines": [], "zones": []}}
+    job, created = store.create("acme", idempotency_key="k", **request)
+    assert created and store.create("acme", idempotency_key="k", **request) == (job, False)
+    for field, other in [("input_url", "http://x/w.mp4"), ("infer_fps", "2/1"), ("notify_url", None),
+                         ("models", [{**models[0], "inference_params": {"confidence": 0.6}}]), ("options", None)]:
+        with pytest.raises(IdempotencyConflict, match=f"{job.id} with a different request \\({field} differ") as info:
+            store.create("acme", idempotency_key="k", **{**request, field: other})
+        assert info.value.status_code == 422 and info.value.code == "idempotency_key_reused"
+    assert store.create("rival", idempotency_key="k", **request)[1]  # keys are per workspace
+    assert len(store.list("acme")) == 1
+
+
+def test_cancel_says_whether_it_ended_a_queued_job(url: str) -> None:
+    """Only the call that ends a queued job sends its webhook; a running job's worker sends its own."""
+    store = JobStore(url)
+    queued = store.create("acme", input_url="http://x/v.mp4", infer_fps="5/1", models=[])[0]
+    job, ended = store.cancel(queued.id, "acme")
+    assert ended and job.state is JobState.CANCELLED
+    assert store.cancel(queued.id, "acme")[1] is False  # already cancelled
+    store.create("acme", input_url="http://x/v.mp4", infer_fps="5/1", models=[])
+    running = store.claim("w")
+    assert running is not None
+    job, ended = store.cancel(running.id, "acme")
+    assert not ended and job.state is JobState.RUNNING and job.cancel_requested
+
+
 def test_a_job_whose_worker_keeps_dying_fails_with_a_reason(url: str) -> None:
     store = JobStore(url)
     job = store.create("acme", input_url="http://x/v.mp4", infer_fps="5/1", models=[])[0]

@@ -195,6 +195,62 @@ def test_a_crossing_during_missed_detections_counts_once() -> None:
     assert line["crossings"][0]["time_offset"] == 2.2  # the first sample seen on the other side
 
 
+def _jitter(amplitude: float, seed: int = 1) -> Callable[[float], float]:
+    """A centre offset that wobbles by up to ``amplitude`` px each sample, crossing 0 again and again."""
+    wobble = np.random.default_rng(seed).uniform(-amplitude, amplitude, 1000)
+    return lambda t: float(wobble[round(t * INFER_FPS)])
+
+
+def test_a_person_standing_on_the_line_never_counts() -> None:
+    """Issue 14.11: a box of ~100 px whose centre jitters a few pixels around the line gave 6 of 11
+    crossings. By default a track must be a quarter of its box past the line on two samples in a row."""
+    wobble = _jitter(8)
+    standing = Obj(lambda t: (600.0, 360.0 + wobble(t)), cls="person", size=100)
+    results = analyse(make_results([standing], seconds=12), AnalysisOptions.parse(lines=["0,360,1200,360"]), INFER_FPS)
+    line = results["counts"]["det"]["lines"][0]
+    assert {p["tracker_id"] for e in results["det"] for p in e["predictions"]} == {1}  # one track all along
+    assert line["crossings"] == [] and (line["total_in"], line["total_out"]) == (0, 0)
+    assert (line["margin"], line["samples"]) == ("25%", 2)
+    # without margin nor run (the old rule) the same track counts at nearly every wobble
+    loose = analyse(make_results([standing], seconds=12),
+                    AnalysisOptions.parse(lines=["0,360,1200,360:margin=0,samples=1"]), INFER_FPS)
+    assert len(loose["counts"]["det"]["lines"][0]["crossings"]) > 10
+    # a wider wobble is still not a crossing with a wider margin in pixels, nor with a longer run
+    wide_wobble = _jitter(30, seed=2)
+    wide = Obj(lambda t: (600.0, 360.0 + wide_wobble(t)), cls="person", size=100)
+    for rule in ("margin=35", "margin=0,samples=6"):
+        counted = analyse(make_results([wide], seconds=12), AnalysisOptions.parse(lines=[f"0,360,1200,360:{rule}"]))
+        assert counted["counts"]["det"]["lines"][0]["crossings"] == [], rule
+
+
+def test_a_clean_walk_across_and_back_counts_once_each_way() -> None:
+    """A person (100 px box) walks down at 60 px/s, stands a second on the line, walks on across it,
+    turns and walks back, wobbling 3 px: one "out" once a quarter of its box is past the line, one "in"."""
+    wobble = _jitter(3, seed=3)
+
+    def walk(t: float) -> tuple[float, float]:
+        if t < 6:  # down: y = 360 (the line) from t = 2.5 to 3.5, then on to y = 510 at t = 6
+            y = 210 + 60 * min(t, 2.5) + 60 * max(0.0, t - 3.5)
+        else:  # back up
+            y = 510 - 60 * (t - 6)
+        return 600.0, y + wobble(t)
+
+    person = Obj(walk, cls="person", size=100)
+    results = analyse(make_results([person], seconds=12), AnalysisOptions.parse(lines=[[[0, 360], [1200, 360]]]),
+                      INFER_FPS)
+    line = results["counts"]["det"]["lines"][0]
+    assert (line["out"], line["in"]) == ({"person": 1}, {"person": 1}), line["crossings"]
+    out, back = line["crossings"]
+    assert out["direction"] == "out" and back["direction"] == "in"
+    assert 3.9 <= out["time_offset"] <= 4.1  # y > 385 (25 px past) from t = 3.92
+    assert 8.9 <= back["time_offset"] <= 9.1  # y < 335 from t = 8.92
+    # the same walk through a line given as an object with its own margin and run
+    strict = analyse(make_results([person], seconds=12), AnalysisOptions.parse(
+        lines=[{"points": [[0, 360], [1200, 360]], "margin": 60, "samples": 3}]), INFER_FPS)
+    line = strict["counts"]["det"]["lines"][0]
+    assert (line["total_out"], line["total_in"], line["margin"], line["samples"]) == (1, 1, 60.0, 3)
+
+
 def test_the_line_convention_is_supervisions_linezone() -> None:
     import supervision as sv
 
@@ -252,6 +308,15 @@ def test_counting_without_tracks_counts_nothing() -> None:
     (None, None, [[[0, 0, 1], [1, 1], [2, 2]]], r"list of \[x, y\] points"),
     (None, ["a,b,c,d"], None, r"list of \[x, y\] points"),
     (None, [[0, 0, float("nan"), 1]], None, "finite"),
+    (None, ["0,0,10,10:margin=-1"], None, "margin is pixels"),
+    (None, ["0,0,10,10:margin=150%"], None, "0% to 100%"),
+    (None, ["0,0,10,10:margin=wide"], None, "margin is pixels"),
+    (None, ["0,0,10,10:samples=0"], None, "samples is a whole number"),
+    (None, ["0,0,10,10:samples=1.5"], None, "samples is a whole number"),
+    (None, ["0,0,10,10:speed=3"], None, "unknown line option 'speed'"),
+    (None, ["0,0,10,10:margin"], None, "name=value"),
+    (None, [{"margin": 3}], None, "points"),
+    (None, [{"points": [[0, 0], [10, 10]], "samples": True}], None, "samples is a whole number"),
 ])
 def test_bad_options_are_refused(tracker, lines, zones, error) -> None:  # noqa: ANN001
     with pytest.raises(InvalidInput, match=error):
@@ -265,6 +330,10 @@ def test_options_round_trip_and_imply_tracking() -> None:
     assert options.as_dict() == {"tracker": "bytetrack", "lines": [[[0.0, 1.0], [2.0, 3.0]]],
                                  "zones": [[[0.0, 0.0], [4.0, 0.0], [4.0, 4.0]]]}
     assert AnalysisOptions.parse().empty and AnalysisOptions.parse().as_dict() == {}
+    custom = AnalysisOptions.parse(None, ["0,1,2,3:margin=12.5%,samples=3", "0,1,2,3: margin = 20"])
+    assert custom.as_dict()["lines"] == [{"points": [[0.0, 1.0], [2.0, 3.0]], "margin": "12.5%", "samples": 3},
+                                         {"points": [[0.0, 1.0], [2.0, 3.0]], "margin": 20.0, "samples": 2}]
+    assert AnalysisOptions.from_dict(custom.as_dict()) == custom
     results = make_results([Obj(moving(0, 0, 10, 10))], seconds=1)
     assert "tracks" not in analyse(results, AnalysisOptions())
 

@@ -58,11 +58,13 @@ def _check(results: dict, key: str) -> None:
 def test_infer_tracks_and_counts_and_summary_prints_them(files: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     done = run_cli("infer", str(files["video"]), "-m", str(files["model"]), "--fps", str(FPS), "-q",
-                   "--line", "0,10,320,10", "--zone", "0,0,320,0,320,240,0,240", "-o", str(out), data_dir=tmp_path)
+                   "--line", "0,10,320,10:margin=5,samples=1", "--zone", "0,0,320,0,320,240,0,240", "-o", str(out),
+                   data_dir=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "1 tracks; line 1 in 0 out 0" in done.stdout
     results = json.loads(out.read_text())
     _check(results, "box")
+    assert {k: results["counts"]["box"]["lines"][0][k] for k in ("margin", "samples")} == {"margin": 5, "samples": 1}
     from vidinfer.results_schema import results_schema
 
     jsonschema.validate(results, results_schema())
@@ -81,6 +83,9 @@ def test_infer_tracks_and_counts_and_summary_prints_them(files: dict[str, Path],
     assert "tracks" not in untracked and "tracker_id" not in untracked["box"][0]["predictions"][0]
     bad = run_cli("infer", str(files["video"]), "-m", str(files["model"]), "--line", "1,2,3", data_dir=tmp_path)
     assert bad.returncode == 2 and "pairs" in bad.stderr
+    bad = run_cli("infer", str(files["video"]), "-m", str(files["model"]), "--line", "1,2,3,4:margin=-3",
+                  data_dir=tmp_path)
+    assert bad.returncode == 2 and "margin" in bad.stderr
 
 
 def test_summary_refuses_what_is_not_results(tmp_path: Path) -> None:
@@ -106,12 +111,15 @@ def test_a_job_with_a_tracker_lines_and_zones(server: Server, files: dict[str, P
     url = server.upload(key, files["video"])
     models = [{"model_id": "box", "model_version": "1"}]
     response = server.submit(key, url, models, infer_fps=FPS, tracker="bytetrack",
-                             lines=[[[0, 10], [320, 10]]], zones=[[0, 0, 320, 0, 320, 240, 0, 240]])
+                             lines=[{"points": [[0, 10], [320, 10]], "margin": "10%", "samples": 3}],
+                             zones=[[0, 0, 320, 0, 320, 240, 0, 240]])
     assert response.status_code == 200, response.text
     status = server.wait(key, response.json()["job_id"])
     assert status["status"] == 0, status
     results = httpx.get(status["output_signed_url"]).json()
     _check(results, "box")
+    assert {k: results["counts"]["box"]["lines"][0][k] for k in ("margin", "samples")} == {"margin": "10%",
+                                                                                          "samples": 3}
     jsonschema.validate(results, httpx.get(f"{server.url}/results.schema.json").json())
     assert results["video"] == {"width": 320, "height": 240, "frame_count": 30 * SECONDS,
                                 "duration": float(SECONDS), "fps": 30.0}
@@ -121,6 +129,9 @@ def test_a_job_with_a_tracker_lines_and_zones(server: Server, files: dict[str, P
 
     bad = server.submit(key, url, models, infer_fps=FPS, lines=[[[0, 0], [0, 0]]])
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_lines"
+    bad = server.submit(key, url, models, infer_fps=FPS, lines=[{"points": [[0, 0], [9, 9]], "margin": "wide"}])
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_lines", bad.text
+    assert "margin" in bad.json()["error"]["message"]
     bad = server.submit(key, url, models, infer_fps=FPS, tracker="deepsort")
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_tracker"
     # a line with no model that finds boxes: the job fails before any decoding, with a code

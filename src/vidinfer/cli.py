@@ -93,8 +93,10 @@ def _results_key(spec: str) -> str:
 @click.option("--end", type=float, help="End of the range to infer, in seconds.")
 @click.option("--batch-size", type=click.IntRange(1, 256), help="Frames per inference batch.")
 @click.option("--track", is_flag=True, help="Track detections (ByteTrack): a tracker_id each, and track summaries.")
-@click.option("--line", "lines", multiple=True, metavar="X1,Y1,X2,Y2",
-              help="Count crossings of this line (source pixels; repeatable). Implies --track.")
+@click.option("--line", "lines", multiple=True, metavar="X1,Y1,X2,Y2[:margin=N,samples=K]",
+              help="Count crossings of this line (source pixels; repeatable). Implies --track. A crossing counts "
+                   "once the box centre is N pixels (or N% of the box, default 25%) past the line on K samples in "
+                   "a row (default 2).")
 @click.option("--zone", "zones", multiple=True, metavar="X1,Y1,X2,Y2,X3,Y3,...",
               help="Count objects in this polygon and their dwell (repeatable). Implies --track.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")

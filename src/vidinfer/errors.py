@@ -6,7 +6,8 @@ machine-readable ``code``; instances may override the code with a finer one.
 
     VidinferError
      ├── InvalidInput        400  bad arguments, out-of-range infer_fps, ...
-     │    └── PayloadTooLarge 413
+     │    ├── PayloadTooLarge 413
+     │    └── IdempotencyConflict 422  an Idempotency-Key reused with another request
      ├── Unauthorized        401  missing or wrong API key
      ├── Forbidden           403  bad or expired signature
      ├── NotFound            404  unknown job, model, file
@@ -51,6 +52,14 @@ class InvalidInput(VidinferError):
 class PayloadTooLarge(InvalidInput):
     status_code = 413
     code = "payload_too_large"
+
+
+class IdempotencyConflict(InvalidInput):
+    """An ``Idempotency-Key`` already used for a different request: returning the first job would
+    silently drop this one, so it is refused (as payment APIs do)."""
+
+    status_code = 422
+    code = "idempotency_key_reused"
 
 
 class Unauthorized(VidinferError):

@@ -55,12 +55,13 @@ class UrlPolicy:
                 hosts.add(item.lower())
         return cls(allow_private=False, allow_hosts=frozenset(hosts), allow_networks=tuple(networks))
 
-    def check(self, url: str) -> str | None:
+    def check(self, url: str, field: str = "input_url") -> str | None:
         """Raise ``FetchError`` if ``url`` may not be fetched; else the address checked (None when not
-        resolved: private addresses allowed, or an allow-listed host name)."""
+        resolved: private addresses allowed, or an allow-listed host name). ``field``: the request's
+        field that gave the URL, for the message."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise InvalidInput(f"input_url must be an http(s) URL, got {url[:200]!r}", code="invalid_url")
+            raise InvalidInput(f"{field} must be an http(s) URL, got {url[:200]!r}", code="invalid_url")
         if self.allow_private:
             return None
         host = parts.hostname.lower()
@@ -77,16 +78,16 @@ class UrlPolicy:
                 continue
             if not _is_public(ip):
                 raise FetchError(
-                    f"input_url host {host!r} resolves to a non-public address ({ip}); "
+                    f"{field} host {host!r} resolves to a non-public address ({ip}); "
                     "add it to VIDINFER_URL_ALLOWLIST to allow it",
                     code="url_forbidden",
                 )
         return str(ipaddress.ip_address(infos[0][4][0])) if infos else None
 
-    def pin(self, url: str) -> tuple[str, dict[str, str], dict[str, str]]:
+    def pin(self, url: str, field: str = "input_url") -> tuple[str, dict[str, str], dict[str, str]]:
         """Check ``url`` and return (URL to request, headers, httpx extensions) that connect to the very
         address checked: the host name is kept for ``Host`` and TLS (SNI and certificate checks)."""
-        address = self.check(url)
+        address = self.check(url, field)
         if address is None:  # private addresses allowed (the CLI), or an allow-listed host name
             return url, {}, {}
         parts = urlsplit(url)

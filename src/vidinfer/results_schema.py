@@ -125,13 +125,16 @@ class Crossing(_Open):
     tracker_id: int
     class_: str = Field(alias="class")
     direction: str = Field(description="in or out")
-    frame_offset: int = Field(description="the first sample seen on the new side")
+    frame_offset: int = Field(description="the first sample seen clearly (past the margin) on the new side")
     time_offset: float
 
 
 class LineCounts(_Open):
     name: str
     points: list[list[float]] = Field(description="[[x1, y1], [x2, y2]], source pixels")
+    margin: float | str | None = Field(None, description="how far past the line a box centre counts: pixels, or "
+                                                         "a percentage of the box's extent across the line ('25%')")
+    samples: int | None = Field(None, description="samples in a row past the margin that make a crossing")
     in_: dict[str, int] = Field(alias="in", description="crossings to the line's left-hand side (walking from its "
                                                        "first point to its second), per class")
     out: dict[str, int] = Field(description="crossings to its right-hand side, per class")

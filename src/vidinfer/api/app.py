@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vidinfer import __version__
 from vidinfer.api import routes_blobs, routes_compat, routes_search, routes_ui, routes_video
-from vidinfer.api import routes_render
+from vidinfer.api import routes_docs, routes_render
 from vidinfer.api.deps import Service
 from vidinfer.api.ratelimit import RateLimiter
 from vidinfer.api.schemas import error_responses
@@ -39,6 +39,7 @@ def create_app(settings: Settings, store: JobStore | None = None,
         description="Video inference with a Roboflow-compatible API. Every call takes `?api_key=`. "
                     "Errors are `{\"error\": {\"code\", \"message\"}}`.",
         responses=error_responses(500, 503, 507),
+        docs_url=None, redoc_url=None,  # served by routes_docs with local assets: FastAPI's load from a CDN
     )
     app.state.service = Service(
         settings=settings,
@@ -86,6 +87,8 @@ def create_app(settings: Settings, store: JobStore | None = None,
 
     app.include_router(routes_ui.router)
     app.mount("/ui", routes_ui.static_files(), name="ui")
+    app.include_router(routes_docs.router)
+    app.mount(routes_docs.ASSETS_PATH, routes_docs.static_files(), name="docs-assets")
     app.include_router(routes_video.router)
     app.include_router(routes_search.router)
     app.include_router(routes_blobs.router)

@@ -1,6 +1,9 @@
-"""The local store's signed URLs: PUT an upload, GET a results file.
+"""The local store's signed URLs: PUT (or POST) an upload, GET a results file.
 
-With S3 storage these routes answer 404: clients use the S3 server's presigned URLs.
+An upload URL is signed for PUT; POST with the raw body is taken on the very same URL as a PUT, because
+guides for the hosted API tell curl users to POST the file there. A results URL (signed for GET) takes
+neither. With S3 storage these routes answer 404: clients use the S3 server's presigned URLs, which
+take PUT only.
 """
 
 from __future__ import annotations
@@ -51,7 +54,10 @@ async def put_blob(key: str, request: Request, service: ServiceDep) -> JSONRespo
     """Upload to a URL from ``/video_upload_signed_url``: streamed to disk, never held in memory; refused
     with 507 ``storage_full`` when the server's disk has no room (the partial file is removed)."""
     blobs = _local(service)
-    blobs.verify("PUT", key, request.query_params)
+    blobs.verify("PUT", key, request.query_params)  # a POST too: only an upload URL is signed for PUT
+    if request.headers.get("content-type", "").lower().startswith("multipart/"):
+        raise InvalidInput("send the video itself as the request body (curl --data-binary @video.mp4 or -T), "
+                           "not as a multipart form (curl -F)", code="multipart_upload")
     limit = service.settings.max_upload_bytes
     # Content-Length is framing (the HTTP server has checked it), not an API parameter: read, not declared
     length = request.headers.get("content-length", "")
@@ -79,6 +85,13 @@ async def put_blob(key: str, request: Request, service: ServiceDep) -> JSONRespo
     finally:
         tmp.unlink(missing_ok=True)
     return JSONResponse({"key": key, "size": size})
+
+
+@router.post("/blobs/{key:blobkey}", responses=error_responses(413, 507))
+async def post_blob(key: str, request: Request, service: ServiceDep) -> JSONResponse:
+    """The same upload as PUT, for clients that POST the raw body to the upload URL (it is signed for PUT;
+    POST is accepted on upload URLs only, never on a results URL)."""
+    return await put_blob(key, request, service)
 
 
 @router.get("/blobs/{key:blobkey}")

@@ -22,6 +22,7 @@ from vidinfer.core.sampling import MIN_INFER_FPS, parse_fps
 from vidinfer.core.tracking import AnalysisOptions
 from vidinfer.errors import InvalidInput, Unavailable
 from vidinfer.fetch import UrlPolicy
+from vidinfer.jobs import notify
 from vidinfer.jobs.requests import check_own_upload, model_requests, model_spec, upload_prefix
 from vidinfer.jobs.view import status_body
 from vidinfer.models.base import InferenceParams
@@ -67,7 +68,7 @@ def submit(service: ServiceDep, caller: CallerDep, body: VideoInferIn,
     policy = UrlPolicy.from_allowlist(service.settings.url_allowlist)
     _check_input_url(service, caller.workspace, body.input_url, policy)
     if body.notify_url:
-        policy.check(body.notify_url)  # checked again at delivery: DNS may change
+        policy.check(body.notify_url, field="notify_url")  # checked again at delivery: DNS may change
     models = model_requests([m.model_dump() for m in body.models])
     names = {e.name for e in service.registry.entries()}
     for m in models:
@@ -119,9 +120,11 @@ def status(service: ServiceDep, caller: CallerDep, job_id: Annotated[str, Query(
 
 @_route("DELETE", "/videoinfer", response_model=JobStatusOut)
 def cancel(service: ServiceDep, caller: CallerDep, job_id: Annotated[str, Query(max_length=64)]) -> dict:
-    """Cancel: a queued job at once, a running one at its next batch (within a second while it fetches
-    its input URL)."""
-    job = service.store.cancel(job_id, caller.workspace)
+    """Cancel: a queued job at once (its ``notify_url`` is sent the cancelled status), a running one at its
+    next batch, or within a second while it fetches its input URL (its worker sends the webhook)."""
+    job, ended = service.store.cancel(job_id, caller.workspace)
+    if ended:
+        notify.job_ended(job, service.settings, service.blobs)
     return status_body(job, service.blobs, service.settings.results_url_ttl)
 
 

@@ -11,7 +11,9 @@ class ModelIn(BaseModel):
     model_config = ConfigDict(extra="ignore", protected_namespaces=())
 
     model_id: str = Field(min_length=1, max_length=128, examples=["coco"])
-    model_version: str = Field("1", max_length=128, description="Always a string; may be a slug.")
+    model_version: str | None = Field(None, max_length=128,
+                                      description="Always a string; may be a slug. Without it, version 1 is "
+                                                  "looked up first.")
     inference_type: str = Field("object-detection", max_length=64, examples=["object-detection"])
     inference_params: dict[str, Any] | None = Field(
         None, description="confidence, iou (alias overlap), max_detections, classes; model-specific extras.")
@@ -35,10 +37,13 @@ class VideoInferIn(BaseModel):
     tracker: str | None = Field(None, max_length=32, examples=["bytetrack"],
                                 description="Track detections across samples: each gets a tracker_id, and the "
                                             "results a top-level 'tracks' key. Implied by lines or zones.")
-    lines: list[list[Any]] | None = Field(
-        None, max_length=32, examples=[[[0, 360], [1280, 360]]],
-        description="Lines to count crossings of, in source pixels: [[x1, y1], [x2, y2]] each (or [x1, y1, x2, y2]). "
-                    "Walking from the first point to the second, crossing to the left-hand side is 'in'.")
+    lines: list[list[Any] | dict[str, Any]] | None = Field(
+        None, max_length=32, examples=[[[[0, 360], [1280, 360]]], [{"points": [[0, 360], [1280, 360]], "margin": 20}]],
+        description="Lines to count crossings of, in source pixels: [[x1, y1], [x2, y2]] each (or [x1, y1, x2, y2]), "
+                    "or {\"points\": [[x1, y1], [x2, y2]], \"margin\": 20 or \"25%\", \"samples\": 2}. "
+                    "Walking from the first point to the second, crossing to the left-hand side is 'in'. A crossing "
+                    "counts once the box centre is margin past the line (pixels, or percent of the box; default "
+                    "25%) on samples samples in a row (default 2).")
     zones: list[list[Any]] | None = Field(
         None, max_length=32, examples=[[[100, 100], [500, 100], [500, 400], [100, 400]]],
         description="Polygons to count presence and dwell in, source pixels: [[x, y], ...] with 3 points or more.")

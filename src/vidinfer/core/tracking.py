@@ -52,9 +52,47 @@ MIN_SIMILARITY = -0.4
 MIN_CONSECUTIVE = 2
 MAX_LINES = 32
 MAX_ZONES = 32
+#: a line crossing counts once the box centre is this far past the line, as a percentage of the box's
+#: extent across the line (its height, for a horizontal line): a standing object whose box jitters by a
+#: few pixels around the line never gets there, a walking one does within a sample or two
+LINE_MARGIN_PERCENT = 25.0
+#: ... and has stayed past it for this many of its samples in a row (samples where the track was missed
+#: do not break the run, one back within the margin does)
+LINE_SAMPLES = 2
+MAX_LINE_SAMPLES = 100
 
 
 # -- options -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CountLine:
+    """A line to count crossings of, and how clearly a track must cross it to count (README: Tracking
+    and counting): ``margin`` pixels past the line, or ``margin`` percent of the box's extent across the
+    line when ``relative``, on ``samples`` of the track's samples in a row. The margin and the run keep a
+    box that jitters on the line from counting a crossing at every wobble."""
+
+    start: tuple[float, float]
+    end: tuple[float, float]
+    margin: float = LINE_MARGIN_PERCENT
+    relative: bool = True
+    samples: int = LINE_SAMPLES
+
+    @property
+    def points(self) -> tuple[tuple[float, float], tuple[float, float]]:
+        return (self.start, self.end)
+
+    @property
+    def default(self) -> bool:
+        return (self.margin, self.relative, self.samples) == (LINE_MARGIN_PERCENT, True, LINE_SAMPLES)
+
+    @property
+    def margin_value(self) -> float | str:
+        """The margin as a request gives it: pixels as a number, a percentage as ``"25%"``."""
+        return f"{self.margin:g}%" if self.relative else self.margin
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"points": [list(self.start), list(self.end)], "margin": self.margin_value, "samples": self.samples}
+
+
 @dataclass(frozen=True)
 class AnalysisOptions:
     """What a job asks for beyond inference: a tracker, and lines and zones to count (source pixels).
@@ -62,7 +100,7 @@ class AnalysisOptions:
     Lines and zones imply tracking (a crossing is a track changing sides)."""
 
     tracker: str | None = None
-    lines: tuple[tuple[tuple[float, float], ...], ...] = ()
+    lines: tuple[CountLine, ...] = ()
     zones: tuple[tuple[tuple[float, float], ...], ...] = ()
     lost_seconds: float = LOST_SECONDS
 
@@ -83,13 +121,14 @@ class AnalysisOptions:
             if tracker not in TRACKERS:
                 raise InvalidInput(f"unknown tracker {tracker[:40]!r}: use one of {', '.join(TRACKERS)}",
                                    code="invalid_tracker")
-        parsed_lines = tuple(_points(v, "line", exactly=2) for v in (lines or ()))
+        parsed_lines = tuple(_line(v) for v in (lines or ()))
         parsed_zones = tuple(_points(v, "zone", at_least=3) for v in (zones or ()))
         if len(parsed_lines) > MAX_LINES or len(parsed_zones) > MAX_ZONES:
             raise InvalidInput(f"at most {MAX_LINES} lines and {MAX_ZONES} zones", code="invalid_lines")
-        for a, b in parsed_lines:
-            if a == b:
-                raise InvalidInput(f"a line needs two different points, got {list(a)} twice", code="invalid_lines")
+        for line in parsed_lines:
+            if line.start == line.end:
+                raise InvalidInput(f"a line needs two different points, got {list(line.start)} twice",
+                                   code="invalid_lines")
         if (parsed_lines or parsed_zones) and tracker is None:
             tracker = TRACKERS[0]
         return cls(tracker, parsed_lines, parsed_zones)
@@ -103,8 +142,58 @@ class AnalysisOptions:
         """JSON for the job store (empty when nothing is asked)."""
         if self.empty:
             return {}
-        return {"tracker": self.tracker, "lines": [[list(p) for p in line] for line in self.lines],
+        return {"tracker": self.tracker,
+                "lines": [[list(p) for p in line.points] if line.default else line.as_dict() for line in self.lines],
                 "zones": [[list(p) for p in zone] for zone in self.zones]}
+
+
+def _line(value: Any) -> CountLine:
+    """A line as a request gives it: its points (any form ``_points`` reads), ``"x1,y1,x2,y2:margin=20,samples=3"``,
+    or ``{"points": ..., "margin": 20 or "25%", "samples": 3}``."""
+    options: dict[str, Any] = {}
+    if isinstance(value, str) and ":" in value:
+        value, _, text = value.partition(":")
+        for item in (i.strip() for i in text.split(",") if i.strip()):
+            name, eq, setting = item.partition("=")
+            if not eq:
+                raise InvalidInput(f"a line's options are name=value pairs (margin=20,samples=2), got {item[:40]!r}",
+                                   code="invalid_lines")
+            options[name.strip()] = setting.strip()
+    elif isinstance(value, dict):
+        options = dict(value)
+        if "points" not in options:
+            raise InvalidInput("a line given as an object needs its \"points\": [[x1, y1], [x2, y2]]",
+                               code="invalid_lines")
+        value = options.pop("points")
+    unknown = sorted(str(k)[:40] for k in options if k not in ("margin", "samples"))
+    if unknown:
+        raise InvalidInput(f"unknown line option {unknown[0]!r}: a line takes margin and samples", code="invalid_lines")
+    start, end = _points(value, "line", exactly=2)
+    margin, relative = _margin(options.get("margin", f"{LINE_MARGIN_PERCENT:g}%"))
+    samples = options.get("samples", LINE_SAMPLES)
+    try:
+        whole = not isinstance(samples, bool) and float(samples) == int(float(samples))
+        samples = int(float(samples)) if whole else 0
+    except (TypeError, ValueError, OverflowError):
+        samples = 0
+    if not 1 <= samples <= MAX_LINE_SAMPLES:
+        raise InvalidInput(f"a line's samples is a whole number from 1 to {MAX_LINE_SAMPLES}, "
+                           f"got {str(options.get('samples'))[:40]!r}", code="invalid_lines")
+    return CountLine(start, end, margin, relative, samples)
+
+
+def _margin(value: Any) -> tuple[float, bool]:
+    """``20`` (pixels) or ``"25%"`` (of the box's extent across the line) -> (number, relative)."""
+    text = str(value).strip()
+    relative = text.endswith("%")
+    try:
+        number = -1.0 if isinstance(value, bool) else float(text[:-1] if relative else text)
+    except ValueError:
+        number = -1.0
+    if not math.isfinite(number) or number < 0 or (relative and number > 100):
+        raise InvalidInput(f"a line's margin is pixels (margin=20) or a percentage of the box from 0% to 100% "
+                           f"(margin=25%), got {text[:40]!r}", code="invalid_lines")
+    return number, relative
 
 
 def _points(value: Any, what: str, *, exactly: int | None = None, at_least: int | None = None) -> tuple:

@@ -62,7 +62,7 @@ def _post(url: str, body: bytes, secret: bytes, policy: UrlPolicy, seconds: floa
     """One try: the answer's status, its body left unread; the watchdog ends a try that overruns ``seconds``."""
     with httpx.Client(follow_redirects=False) as client, \
             Watchdog(url, seconds, 0.0, seconds, None) as watchdog:
-        target, pinned, extensions = policy.pin(url)  # checked at each try, connected to as checked
+        target, pinned, extensions = policy.pin(url, "notify_url")  # checked at each try, connected to as checked
         timestamp = str(int(time.time()))
         left = max(watchdog.remaining(), 0.001)
         try:

@@ -22,7 +22,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from vidinfer.errors import InvalidInput, NotFound
+from vidinfer.errors import IdempotencyConflict, InvalidInput, NotFound
 from vidinfer.jobs.db import READ_ONLY, api_keys, job_chunks, jobs, make_engine, workspaces
 from vidinfer.jobs.states import JobState
 
@@ -98,6 +98,19 @@ class Job:
         return round(max(0.0, elapsed * (self.frames_total - self.frames_done) / self.frames_done), 1)
 
 
+def _same_request(job: Job, request: dict[str, Any], idempotency_key: str) -> Job:
+    """``job`` when it was made from the same request (compared as stored, so ``5`` and ``"5/1"`` frames
+    per second, or keys in another order, are the same); else ``IdempotencyConflict``."""
+    made = {"input_url": job.input_url, "infer_fps": job.infer_fps, "models": job.models,
+            "notify_url": job.notify_url, "options": job.options}
+    if json.loads(json.dumps(request)) != made:
+        differ = sorted(k for k in made if json.loads(json.dumps(request[k])) != made[k])
+        raise IdempotencyConflict(
+            f"the Idempotency-Key {idempotency_key[:80]!r} was already used for job {job.id} with a different "
+            f"request ({', '.join(differ)} differ): use a new key for a new request", code="idempotency_key_reused")
+    return job
+
+
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
@@ -155,14 +168,17 @@ class JobStore:
     def create(self, workspace: str, *, input_url: str, infer_fps: str, models: list[dict[str, Any]],
                notify_url: str | None = None, idempotency_key: str | None = None,
                options: dict[str, Any] | None = None) -> tuple[Job, bool]:
-        """A new queued job, or the one already made with the same idempotency key (then False).
+        """A new queued job, or the one already made with the same idempotency key (then False); that key
+        with a different request raises ``IdempotencyConflict``.
 
         ``options`` (tracking, lines, zones) are kept in the ``models`` column, as
         ``{"models": [...], "options": {...}}``: no new column, so existing databases need no migration."""
+        request = {"input_url": input_url, "infer_fps": infer_fps, "models": models, "notify_url": notify_url,
+                   "options": options or {}}
         if idempotency_key is not None:
             existing = self._by_idempotency_key(workspace, idempotency_key)
             if existing is not None:
-                return existing, False
+                return _same_request(existing, request, idempotency_key), False
         job_id = uuid.uuid4().hex
         now = time.time()
         try:
@@ -178,7 +194,7 @@ class JobStore:
             existing = self._by_idempotency_key(workspace, idempotency_key or "")
             if existing is None:
                 raise
-            return existing, False
+            return _same_request(existing, request, idempotency_key or ""), False
         return self.get(job_id), True
 
     def _by_idempotency_key(self, workspace: str, key: str) -> Job | None:
@@ -261,18 +277,20 @@ class JobStore:
         with self._reads.connect() as conn:
             return bool(conn.execute(select(jobs.c.cancel_requested).where(jobs.c.id == job_id)).scalar())
 
-    def cancel(self, job_id: str, workspace: str) -> Job:
+    def cancel(self, job_id: str, workspace: str) -> tuple[Job, bool]:
         """Cancel a queued job now, or ask a running one to stop at its next batch (or, while it fetches
-        its input URL, at the fetch's next look at the flag)."""
+        its input URL, at the fetch's next look at the flag). True when this call ended a queued job (its
+        webhook is then the caller's to send; a running one's is its worker's)."""
         job = self.get(job_id, workspace)
         now = time.time()
         with self.engine.begin() as conn:
-            conn.execute(update(jobs).where(jobs.c.id == job.id, jobs.c.state == JobState.QUEUED.value).values(
+            ended = conn.execute(update(jobs).where(jobs.c.id == job.id, jobs.c.state == JobState.QUEUED.value).values(
                 state=JobState.CANCELLED.value, failure="cancelled", error_code="cancelled",
-                error_message="cancelled before it started", finished_at=now, updated_at=now, cancel_requested=True))
+                error_message="cancelled before it started", finished_at=now, updated_at=now, cancel_requested=True)
+            ).rowcount
             conn.execute(update(jobs).where(jobs.c.id == job.id, jobs.c.state == JobState.RUNNING.value)
                          .values(cancel_requested=True, updated_at=now))
-        return self.get(job.id)
+        return self.get(job.id), bool(ended)
 
     # -- chunks (distributed mode) -------------------------------------------------------
     def claim_id(self, job_id: str, worker: str) -> Job | None:
