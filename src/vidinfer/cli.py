@@ -118,6 +118,10 @@ def infer(obj: Context, video: str, models: Sequence[str], infer_fps: str, outpu
         requests.append(ModelRequest(_results_key(spec), spec, params))
     fps = parse_fps(infer_fps)
     analysis = AnalysisOptions.parse("bytetrack" if track else None, lines, zones)
+    if video.lower().startswith(("http://", "https://")):
+        from vidinfer.urls import parse_http_url
+
+        parse_http_url(video, "VIDEO")  # a malformed URL fails before any model loads
     runs = resolve_runs(obj.registry(), requests)
     with tempfile.TemporaryDirectory(prefix="vidinfer-") as tmp:
         path = _local_video(obj, video, Path(tmp), quiet)

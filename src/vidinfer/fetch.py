@@ -23,7 +23,8 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 
-from vidinfer.errors import FetchError, InvalidInput, PayloadTooLarge
+from vidinfer.errors import FetchError, PayloadTooLarge
+from vidinfer.urls import parse_http_url
 
 _NOT_MEDIA = ("text/html", "application/xhtml", "application/json", "text/plain", "application/xml", "text/xml")
 MAX_REDIRECTS = 5
@@ -53,20 +54,18 @@ class UrlPolicy:
                 hosts.add(item.lower())
         return cls(allow_private=False, allow_hosts=frozenset(hosts), allow_networks=tuple(networks))
 
-    def check(self, url: str) -> str | None:
-        """Raise ``FetchError`` if ``url`` may not be fetched; else the address checked (None when not
-        resolved: private addresses allowed, or an allow-listed host name)."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise InvalidInput(f"input_url must be an http(s) URL, got {url[:200]!r}", code="invalid_url")
+    def check(self, url: str, field: str = "input_url") -> str | None:
+        """Raise ``FetchError`` if ``url`` may not be fetched (``InvalidInput`` if it is no well-formed
+        http(s) URL); else the address checked (None when not resolved: private addresses allowed, or an
+        allow-listed host name)."""
+        parsed = parse_http_url(url, field)
         if self.allow_private:
             return None
-        host = parts.hostname.lower()
+        host = parsed.host
         if host in self.allow_hosts:
             return None
         try:
-            infos = socket.getaddrinfo(host, parts.port or (443 if parts.scheme == "https" else 80),
-                                       type=socket.SOCK_STREAM)
+            infos = socket.getaddrinfo(host, parsed.port, type=socket.SOCK_STREAM)
         except socket.gaierror as exc:
             raise FetchError(f"cannot resolve host {host!r}: {exc.strerror}", code="url_unreachable") from exc
         for info in infos:
@@ -141,7 +140,11 @@ def fetch_to_file(
                 with client.stream("GET", target, headers=headers, extensions=extensions) as response:
                     if response.is_redirect:
                         location = response.headers.get("location", "")
-                        current = urljoin(current, location)
+                        try:
+                            current = urljoin(current, location)
+                        except ValueError:  # "http://[::1" and the like
+                            raise FetchError(f"{shown_url(url)} redirected to a malformed URL",
+                                             code="url_unreachable") from None
                         continue
                     _check_response(url, response, max_bytes)
                     _stream_body(response, dest, max_bytes, deadline, on_progress)
