@@ -22,7 +22,8 @@ SCHEMES = st.sampled_from(["http", "https", "HTTP", "s3", "S3", "ftp", "file", "
                            "h\x00ttp", "http ", "jar:http"])
 SEPARATORS = st.sampled_from(["://", "://", "://", ":/", ":", "//", ":\\\\", ":///"])
 HOSTS = st.one_of(
-    st.sampled_from(["127.0.0.1", "127.0.0.3", "[::1]", "[::1", "::1]", "[::1]]", "[::ffff:127.0.0.1]", "[fe80::1%25lo]",
+    st.sampled_from(["127.0.0.1", "127.0.0.3", "[::1]", "[::1", "::1]", "[::1]]", "[::ffff:127.0.0.1]",
+                     "[fe80::1%25lo]",
                      "localhost", "example.invalid", "bücher.invalid", "ｅｘａｍｐｌｅ．invalid", "", "a..b", "-a.invalid",
                      "%31%32%37.0.0.1", "[v1.x]", "0177.0.0.1", "2130706433", "evil.invalid\\@127.0.0.1",
                      "127.0.0.1\\@evil.invalid", "user:pw@127.0.0.1", "@", "a@b@127.0.0.1", "bucket", "Bucket",

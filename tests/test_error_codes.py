@@ -187,7 +187,6 @@ def test_the_job_status_table_names_codes_where_they_land() -> None:
     for status, named in rows.items():
         for code in named:
             assert str(status) in {r.job for r in codes[code]}, f"`{code}` is in row {status} but never lands there"
-    classes = _error_classes()
     for code, where in codes.items():
         for row in where:
             if row.source.strip("`") in JOB_CLASSES:

@@ -7,8 +7,9 @@ documented schema (success bodies and the ``{"error": {"code", "message"}}`` sha
 real finished job, the key's workspace and a registered project are offered half of the time, so the
 calls get past "not found" to the code behind it. Fields the spec marks ``format: uri`` (``input_url``,
 ``notify_url``) get URL-shaped strings from ``tests/fuzz_hooks.py``: malformed and odd URLs that plain
-random text would rarely produce, so a URL that crashes a parser is found here. The seed is fixed so a failure reproduces
-(``VIDINFER_FUZZ_SEED`` changes it, ``VIDINFER_FUZZ_EXAMPLES`` the count per operation).
+random text would rarely produce, so a URL that crashes a parser is found here (``POST /videoinfer`` gets 60
+cases, ``VIDINFER_FUZZ_URL_EXAMPLES``). The seed is fixed so a failure reproduces (``VIDINFER_FUZZ_SEED``
+changes it, ``VIDINFER_FUZZ_EXAMPLES`` the count per operation).
 """
 
 from __future__ import annotations
