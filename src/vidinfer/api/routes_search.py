@@ -12,17 +12,12 @@ from vidinfer.api.schemas import error_responses
 from vidinfer.errors import InvalidInput
 from vidinfer.jobs.requests import model_spec
 from vidinfer.jobs.states import JobState
-from vidinfer.models.registry import BUILTINS, ModelEntry
+from vidinfer.models.registry import BUILTINS
 
 router = APIRouter(tags=["search"], responses=error_responses(400, 401, 404, 422))
 
 #: finished jobs searched per query, newest first
 MAX_JOBS = 500
-
-
-def is_clip(entry: ModelEntry) -> bool:
-    """Whether a registry entry is a CLIP model, known without loading it."""
-    return entry.kind == "clip" or (entry.kind, entry.target) == ("builtin", "clip")
 
 
 @router.get("/search")
@@ -42,7 +37,7 @@ def search(service: ServiceDep, caller: CallerDep, q: Annotated[str, Query(min_l
     names = {e.name for e in service.registry.entries()}
     spec = model_spec(names, set(BUILTINS), caller.workspace, model, model_version)
     entry = service.registry.resolve(spec)  # a registered name or a built-in: model_spec found it
-    if not is_clip(entry):
+    if not entry.is_clip:
         raise InvalidInput(f"{model}/{model_version} is not a CLIP model", code="not_a_clip_model")
     jobs = [j for j in service.store.list(caller.workspace, limit=MAX_JOBS, state=JobState.DONE)
             if j.result_key and any((m["model_id"], str(m.get("model_version", "1"))) == (model, model_version)
