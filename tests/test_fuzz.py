@@ -5,8 +5,11 @@ schemathesis's coverage of boundaries and invalid values, then random ones), and
 no server error (5xx), a status code the spec documents for that operation, and a body matching the
 documented schema (success bodies and the ``{"error": {"code", "message"}}`` shape alike). Ids of a
 real finished job, the key's workspace and a registered project are offered half of the time, so the
-calls get past "not found" to the code behind it. The seed is fixed so a failure reproduces
-(``VIDINFER_FUZZ_SEED`` changes it, ``VIDINFER_FUZZ_EXAMPLES`` the count per operation).
+calls get past "not found" to the code behind it. Fields the spec marks ``format: uri`` (``input_url``,
+``notify_url``) get URL-shaped strings from ``tests/fuzz_hooks.py``: malformed and odd URLs that plain
+random text would rarely produce, so a URL that crashes a parser is found here (``POST /videoinfer`` gets 60
+cases, ``VIDINFER_FUZZ_URL_EXAMPLES``). The seed is fixed so a failure reproduces (``VIDINFER_FUZZ_SEED``
+changes it, ``VIDINFER_FUZZ_EXAMPLES`` the count per operation).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from videos import make_video
 pytest.importorskip("schemathesis")
 
 CHECKS = "not_a_server_error,status_code_conformance,response_schema_conformance"
+HOOKS = Path(__file__).with_name("fuzz_hooks.py")  # URL-shaped strings for format: uri
+URL_EXAMPLES = int(os.environ.get("VIDINFER_FUZZ_URL_EXAMPLES", "60"))  # cases of POST /videoinfer
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +59,9 @@ def _config(path: Path, ids: dict[str, str]) -> Path:
     values = {"jobs": [ids["job_id"]], "workspaces": ["acme"], "projects": ["people"], "versions": ["1"]}
     for name, entries in values.items():
         lines += [f"[dictionaries.{name}]", f"values = {json.dumps(entries)}"]
+    # the call that takes URLs gets more cases, so the URL-shaped strings of fuzz_hooks.py reach its parsers
+    lines += ["[[operations]]", 'include-path-regex = "^/videoinfer$"', 'include-method = "POST"',
+              f"generation.max-examples = {URL_EXAMPLES}"]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -70,8 +78,8 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(
                "--phases", "examples,coverage,fuzzing", "--workers", "1", "--seed", seed,
                "--request-timeout", "30", "--report", "json", "--report-json-path", str(report),
                "--no-color"]
-    out = subprocess.run(command, capture_output=True, text=True, timeout=280, cwd=tmp_path, check=False,
-                         env={**os.environ, "SCHEMATHESIS_HOOKS": ""})
+    out = subprocess.run(command, capture_output=True, text=True, timeout=400, cwd=tmp_path, check=False,
+                         env={**os.environ, "SCHEMATHESIS_HOOKS": str(HOOKS), "VIDINFER_FUZZ_BASE_URL": srv.url})
     assert report.exists(), out.stdout[-4000:] + out.stderr[-2000:]
     result = json.loads(report.read_text())
     cases, operations = result["test_cases"], result["operations"]
@@ -84,8 +92,9 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(
     assert cases["generated"] >= 10 * documented
     assert result["failures"] == [] and result["errors"] == [], out.stdout[-6000:]
     assert out.returncode == 0, out.stdout[-6000:]
-    # the server survived it all
+    # the server survived it all, and no request met an unexpected exception (logged as "unexpected error")
     assert httpx.get(f"{srv.url}/health").status_code == 200
+    assert "unexpected error" not in srv.log.read_text(errors="replace")
     assert srv.status(ids["key"], ids["job_id"])["job_id"] == ids["job_id"]
 
 

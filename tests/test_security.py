@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+import os
 import re
 import secrets
 import socket
@@ -178,7 +180,7 @@ def test_every_endpoint_refuses_another_workspaces_ids(server: Server, acme: dic
     results_key = _blob_key(acme["job"]["output_signed_url"])
     upload_key = _blob_key(acme["upload"])
     values = {"api_key": rival, "job_id": acme["job_id"], "workspace": "acme", "project": "people", "version": "1",
-              "limit": 1000, "q": "person", "model": "clip", "idempotency-key": "same"}
+              "limit": 1000, "q": "person", "model": "clip", "model_version": "1", "idempotency-key": "same"}
     a_ids = {"job_id": acme["job_id"], "results": results_key, "upload": upload_key.split("/")[2], "project": "people"}
     bodies = {("post", "/videoinfer"): {"input_url": acme["upload"], "infer_fps": 1, "models": COCO},
               ("post", "/video_upload_signed_url"): {"file_name": "x.mp4"},
@@ -223,6 +225,55 @@ def test_every_endpoint_refuses_another_workspaces_ids(server: Server, acme: dic
     assert render.status_code == 404
     assert httpx.get(server.status(acme["key"], acme["job_id"])["output_signed_url"]).content == acme["results"]
     assert httpx.get(f"{server.url}/acme/people", params={"api_key": acme["key"]}).status_code == 200
+
+
+# -- client strings never reach the registry, the file system or a model loader ---------------------------
+def _answer(response: httpx.Response, name: str) -> tuple[int, str, str]:
+    """(status, code, message with the probed name blanked): what a caller can learn from one answer."""
+    error = response.json().get("error", {})
+    return response.status_code, error.get("code", ""), error.get("message", "").replace(name, "NAME")
+
+
+def _api_mapped_libraries(server: Server) -> str:
+    """The shared libraries the API process (uvicorn in ``vidinfer serve``'s own process) has mapped."""
+    assert server.proc is not None
+    return Path(f"/proc/{server.proc.pid}/maps").read_text()
+
+
+def test_search_resolves_models_as_jobs_do_and_opens_no_path(server: Server, acme: dict[str, Any],
+                                                             tmp_path: Path) -> None:
+    """Guards against ``GET /search?model=`` reading the registry and the disk on another workspace's
+    say-so. It used to load ``model`` straight from the registry: workspace B read A's project names in
+    ``unknown_model``'s list of known models, told A's real projects (``not_a_clip_model``) from made-up
+    ones, told existing server files (``invalid_model_file``) from missing ones, and made the API process
+    load any ``.onnx`` file on the server. Every probe must answer exactly as a name that exists nowhere,
+    name none of A's things, and load nothing into the API process."""
+    from onnx_graphs import channel_mean_classifier
+
+    rival = server.key("search-rival")
+    real_onnx = channel_mean_classifier(tmp_path / "server-side.onnx")
+    probes = [  # (probe, a name of the same shape that exists nowhere)
+        ("acme/people/1", "nobody/nothing/1"), ("acme/people", "nobody/nothing"), ("people", "nothing"),
+        ("/etc/passwd", "/etc/no-such-file"), (str(real_onnx), str(tmp_path / "no-such.onnx")),
+        ("server-side.onnx", "no-such.onnx"), ("../../../etc/passwd", "../../../etc/no-such-file"),
+        ("/proc/self/environ", "/proc/self/no-such-file"), (str(server.data_dir / "models.json"),
+                                                            str(server.data_dir / "no-such.json")),
+    ]
+    for probe, nowhere in probes:
+        answers = [httpx.get(f"{server.url}/search", params={"api_key": rival, "q": "a person", "model": name},
+                             timeout=30) for name in (probe, nowhere)]
+        assert 400 <= answers[0].status_code < 500, (probe, answers[0].text)
+        assert _answer(answers[0], probe) == _answer(answers[1], nowhere), (probe, answers[0].text, answers[1].text)
+        shown = _answer(answers[0], probe)[2]  # the probe echoed back is no leak
+        assert "acme" not in shown and "people" not in shown, answers[0].text
+    # a model name that exists nowhere lists no workspace's models either, only built-ins
+    unknown = httpx.get(f"{server.url}/search", params={"api_key": rival, "q": "x", "model": "nope"}).json()
+    assert unknown["error"]["code"] == "unknown_model" and "acme" not in unknown["error"]["message"]
+    # A itself reaches its project by the name jobs use; a detector is refused without being loaded
+    own = httpx.get(f"{server.url}/search", params={"api_key": acme["key"], "q": "x", "model": "people"})
+    assert (own.status_code, own.json()["error"]["code"]) == (400, "not_a_clip_model")
+    # no probe (nor A's own call) loaded a model into the API process
+    assert "onnxruntime" not in _api_mapped_libraries(server)
 
 
 # -- signed URLs ----------------------------------------------------------------------------------------
@@ -308,6 +359,94 @@ def test_urls_to_loopback_private_link_local_and_metadata_are_refused(server: Se
                               json={"infer_fps": 1, "models": COCO, **body})
         assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_url", url
         assert response.json()["error"]["message"].startswith(f"{field} must be an http(s) URL"), response.text
+
+
+#: URLs no parser should have to guess about: (url, the code it is refused with). Each once crashed a
+#: parser (``urlsplit``'s ValueError gave 500 and a reset connection), or could be read two ways.
+MALFORMED = [
+    ("http://[::1/v.mp4", "invalid_url"), ("http://::1]/v.mp4", "invalid_url"),  # IPv6 brackets unbalanced
+    ("http://[::1]]/v.mp4", "invalid_url"), ("http://[[::1]/v.mp4", "invalid_url"),
+    ("http://[127.0.0.1]/v.mp4", "invalid_url"), ("http://[::1%25lo]/v.mp4", "invalid_url"),  # no IPv6 inside
+    ("http://[v1.x]/v.mp4", "invalid_url"),
+    ("http://example.com:99999/v.mp4", "invalid_url"), ("http://example.com:abc/v.mp4", "invalid_url"),  # ports
+    ("http://example.com:-1/v.mp4", "invalid_url"), ("http://example.com:0/v.mp4", "invalid_url"),
+    ("http://example.com:/v.mp4", "invalid_url"), ("http://[::1]:99999/v.mp4", "invalid_url"),
+    ("http:///v.mp4", "invalid_url"), ("http://:80/v.mp4", "invalid_url"), ("http://@/v.mp4", "invalid_url"),
+    ("http://user@/v.mp4", "invalid_url"), ("http://?x", "invalid_url"), ("http://", "invalid_url"),  # no host
+    ("http://exa mple.com/v.mp4", "invalid_url"), ("http://example.com/a video.mp4", "invalid_url"),  # spaces
+    ("http://example.com/v.mp4\nHost: evil", "invalid_url"), ("http://example.com\r\n/v.mp4", "invalid_url"),
+    ("http://example.com/\x00.mp4", "invalid_url"), ("http://exa\x00mple.com/", "invalid_url"),  # NUL
+    ("http://example.com/\t", "invalid_url"), (" http://example.com/v.mp4", "invalid_url"),
+    ("http://example.com/v.mp4\u200b", "invalid_url"), ("http://\u202eexample.com/", "invalid_url"),
+    ("http://\uff0e/v.mp4", "invalid_url"), ("http://a..b/v.mp4", "invalid_url"),  # unicode and odd hosts
+    ("http://-a.com/v.mp4", "invalid_url"), ("http://%31%32%37.0.0.1/v.mp4", "invalid_url"),
+    ("http://" + "a" * 64 + ".com/v.mp4", "invalid_url"), ("http://" + "a." * 130 + "com/", "invalid_url"),
+    ("http://\ud800.com/", "invalid_request"),  # a lone surrogate: not a string at all
+    ("file:/etc/passwd", "invalid_url"), ("file:///etc/passwd", "invalid_url"),  # schemes
+    ("ftp://example.com/v.mp4", "invalid_url"), ("javascript:alert(1)", "invalid_url"),
+    ("data:video/mp4;base64,AAAA", "invalid_url"), ("jar:http://example.com/a.jar!/v.mp4", "invalid_url"),
+    ("http:/example.com/v.mp4", "invalid_url"), ("http:example.com", "invalid_url"),
+    ("//example.com/v.mp4", "invalid_url"), ("example.com/v.mp4", "invalid_url"), ("://x", "invalid_url"),
+    ("gs://bucket/v.mp4", "invalid_url"), ("h\x00ttp://example.com/", "invalid_url"),
+    ("http://example.com/" + "a" * 5000, "invalid_request"),  # overlong: over the field's 4096 characters
+    ("http://evil.com\\@127.0.0.3/v.mp4", "invalid_url"), ("http://127.0.0.3\\@evil.com/", "invalid_url"),
+    ("http://127.0.0.3\\evil.com/v.mp4", "invalid_url"),  # userinfo tricks: read two ways by two parsers
+    ("s3://", "invalid_url"), ("s3:///key.mp4", "invalid_url"), ("s3://b/v.mp4", "invalid_url"),  # s3 oddities
+    ("s3://Bucket/v.mp4", "invalid_url"), ("s3://bucket", "invalid_key"), ("s3://bucket/", "invalid_key"),
+    ("s3://bucket//v.mp4", "invalid_key"), ("s3://bucket/../v.mp4", "invalid_key"),
+    ("s3://bucket/a/./v.mp4", "invalid_key"), ("s3://bucket/v.mp4?versionId=1", "invalid_url"),
+    ("s3://bucket/v.mp4#x", "invalid_url"), ("s3://bucket/v\x00.mp4", "invalid_url"),
+    ("s3://bucket/v\n.mp4", "invalid_url"), ("s3://bucket/a\\b.mp4", "invalid_key"),
+    ("s3://bu cket/v.mp4", "invalid_url"), ("s3://[::1/v.mp4", "invalid_url"),
+]
+
+
+@pytest.mark.parametrize("field", ["input_url", "notify_url"])
+def test_malformed_urls_are_refused_with_a_code(server: Server, acme: dict[str, Any], field: str) -> None:
+    """Guards against a malformed URL crashing the API (``http://[::1/v.mp4`` answered 500 and reset
+    the connection) or being read differently by the checker and by httpx (a backslash, a stray bracket,
+    a percent-encoded host): every one is a 400 with a code, in both URL fields; a notify_url is never s3://."""
+    for url, code in MALFORMED:
+        body = {"input_url": url} if field == "input_url" else {"input_url": acme["upload"], "notify_url": url}
+        response = httpx.post(f"{server.url}/videoinfer", params={"api_key": acme["key"]}, timeout=30,
+                              content=json.dumps({"infer_fps": 1, "models": COCO, **body}),  # \ud800 escaped
+                              headers={"Content-Type": "application/json"})
+        expected = "invalid_url" if field == "notify_url" and url.startswith("s3:") and code == "invalid_key" else code
+        assert response.status_code == 400, (url, response.status_code, response.text)
+        assert response.json()["error"]["code"] == expected, (url, response.text)
+    assert httpx.get(f"{server.url}/health").status_code == 200  # nothing reset the server
+
+
+def test_the_sdk_and_the_cli_refuse_malformed_urls_before_any_request(tmp_path: Path) -> None:
+    """Guards the client side of the same parsing: the SDK's ``api_url``, ``submit``'s video and
+    ``notify_url``, and ``vidinfer infer URL`` raise ``invalid_url`` (CLI exit 2) instead of a ValueError or
+    httpx's InvalidURL (exit 1, "unexpected error"), and send nothing."""
+    import subprocess
+    import sys
+
+    from vidinfer import Client
+    from vidinfer.errors import InvalidInput
+
+    for url, code in MALFORMED:
+        if code != "invalid_url" or url.startswith(("s3:", "gs:")):
+            continue
+        with pytest.raises(InvalidInput) as caught:
+            Client(url, "key")
+        assert caught.value.code == "invalid_url", url
+    sent: list[str] = []
+    client = Client("http://127.0.0.1:9", "key", transport=httpx.MockTransport(lambda r: sent.append(str(r.url))))
+    for url in ("http://[::1/v.mp4", "http://example.com:99999/v.mp4", "http://evil.com\\@127.0.0.3/v.mp4"):
+        with pytest.raises(InvalidInput, match="not a valid URL"):
+            client.submit(url, "coco")
+        with pytest.raises(InvalidInput, match="notify_url"):
+            client.submit("https://example.com/v.mp4", "coco", notify_url=url)
+    assert sent == []
+    for url in ("http://[::1/v.mp4", "http://example.com:abc/v.mp4"):
+        out = subprocess.run([sys.executable, "-m", "vidinfer.cli", "infer", url, "--model", "coco", "-q"],
+                             capture_output=True, text=True, timeout=120, cwd=tmp_path, check=False,
+                             env={**os.environ, "VIDINFER_DATA_DIR": str(tmp_path / "data")})
+        assert out.returncode == 2 and "not a valid URL" in out.stderr, (url, out.returncode, out.stderr[-2000:])
+        assert "Traceback" not in out.stderr
 
 
 def test_redirects_from_an_allowed_host_to_a_forbidden_one_are_not_followed(server: Server,

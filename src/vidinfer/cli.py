@@ -120,6 +120,10 @@ def infer(obj: Context, video: str, models: Sequence[str], infer_fps: str, outpu
         requests.append(ModelRequest(_results_key(spec), spec, params))
     fps = parse_fps(infer_fps)
     analysis = AnalysisOptions.parse("bytetrack" if track else None, lines, zones)
+    if video.lower().startswith(("http://", "https://")):
+        from vidinfer.urls import parse_http_url
+
+        parse_http_url(video, "VIDEO")  # a malformed URL fails before any model loads
     output = output or Path(f"{Path(video.split('?')[0]).stem or 'video'}.results.json")
     _check_output(output)
     runs = resolve_runs(obj.registry(), requests)

@@ -26,6 +26,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 import httpx
 
 from vidinfer.errors import Cancelled, FetchError, InvalidInput, PayloadTooLarge
+from vidinfer.urls import parse_http_url
 
 _NOT_MEDIA = ("text/html", "application/xhtml", "application/json", "text/plain", "application/xml", "text/xml")
 MAX_REDIRECTS = 5
@@ -56,20 +57,17 @@ class UrlPolicy:
         return cls(allow_private=False, allow_hosts=frozenset(hosts), allow_networks=tuple(networks))
 
     def check(self, url: str, field: str = "input_url") -> str | None:
-        """Raise ``FetchError`` if ``url`` may not be fetched; else the address checked (None when not
-        resolved: private addresses allowed, or an allow-listed host name). ``field``: the request's
-        field that gave the URL, for the message."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise InvalidInput(f"{field} must be an http(s) URL, got {url[:200]!r}", code="invalid_url")
+        """Raise ``FetchError`` if ``url`` may not be fetched (``InvalidInput`` if it is no well-formed
+        http(s) URL); else the address checked (None when not resolved: private addresses allowed, or an
+        allow-listed host name). ``field``: the request's field that gave the URL, for the message."""
+        parsed = parse_http_url(url, field)
         if self.allow_private:
             return None
-        host = parts.hostname.lower()
+        host = parsed.host
         if host in self.allow_hosts:
             return None
         try:
-            infos = socket.getaddrinfo(host, parts.port or (443 if parts.scheme == "https" else 80),
-                                       type=socket.SOCK_STREAM)
+            infos = socket.getaddrinfo(host, parsed.port, type=socket.SOCK_STREAM)
         except socket.gaierror as exc:
             raise FetchError(f"cannot resolve host {host!r}: {exc.strerror}", code="url_unreachable") from exc
         for info in infos:
@@ -262,7 +260,13 @@ def fetch_to_file(
     with httpx.Client(follow_redirects=False) as client, \
             Watchdog(url, timeout, min_rate, rate_window, should_cancel) as watchdog:
         for _ in range(MAX_REDIRECTS + 1):
-            target, headers, extensions = policy.pin(current)  # checked here, connected to as checked
+            try:
+                target, headers, extensions = policy.pin(current)  # checked here, connected to as checked
+            except InvalidInput as exc:  # the request's URL is checked at submit: here, a redirect's target
+                if current == url:
+                    raise
+                raise FetchError(f"{shown_url(url)} redirected to a URL that cannot be fetched: {exc.message}",
+                                 code="url_unreachable") from None
             watchdog.check()
             left = watchdog.remaining()
             limits = httpx.Timeout(min(left, READ_TIMEOUT), connect=min(left, CONNECT_TIMEOUT))
@@ -272,7 +276,11 @@ def fetch_to_file(
                     watchdog.check()
                     if response.is_redirect:
                         location = response.headers.get("location", "")
-                        current = urljoin(current, location)
+                        try:
+                            current = urljoin(current, location)
+                        except ValueError:  # "http://[::1" and the like
+                            raise FetchError(f"{shown_url(url)} redirected to a malformed URL",
+                                             code="url_unreachable") from None
                         continue
                     _check_response(url, response, max_bytes)
                     _stream_body(response, dest, max_bytes, watchdog, on_progress)

@@ -28,6 +28,7 @@ from vidinfer.jobs.view import status_body
 from vidinfer.models.base import InferenceParams
 from vidinfer.models.registry import BUILTINS
 from vidinfer.storage.base import parse_s3_url, safe_name
+from vidinfer.urls import parse_http_url, url_scheme
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["video inference"])
@@ -93,6 +94,16 @@ def submit(service: ServiceDep, caller: CallerDep, body: VideoInferIn,
 
 
 def _check_input_url(service: ServiceDep, workspace: str, url: str, policy: UrlPolicy) -> None:
+    """Refuse a malformed URL before any part of the server parses it (``invalid_url``), then an upload of
+    another workspace, an ``s3://`` URL without a valid bucket and key, and an address that may not be fetched."""
+    scheme = url_scheme(url, "input_url", spaces=True)
+    if scheme in ("gs", "az", "abfs", "abfss"):
+        raise InvalidInput(f"{scheme}:// input URLs are not supported: use s3:// (with the server's S3 settings) "
+                           "or an http(s) URL, e.g. a signed URL of the object", code="invalid_url")
+    if scheme == "s3":  # read by the workers with the configured S3 endpoint and credentials
+        parse_s3_url(url)
+    else:
+        parse_http_url(url, "input_url")  # only well-formed http(s) URLs reach the store's URL parser
     key = service.blobs.key_from_url(url)
     if key is not None:
         check_own_upload(key, workspace)
@@ -100,14 +111,8 @@ def _check_input_url(service: ServiceDep, workspace: str, url: str, policy: UrlP
             raise InvalidInput("nothing was uploaded to this URL yet: PUT the video to it first",
                                code="upload_missing")
         return
-    scheme = url.partition("://")[0].lower()
-    if scheme == "s3":  # read by the workers with the configured S3 endpoint and credentials
-        parse_s3_url(url)
-        return
-    if scheme in ("gs", "az", "abfs", "abfss"):
-        raise InvalidInput(f"{scheme}:// input URLs are not supported: use s3:// (with the server's S3 settings) "
-                           "or an http(s) URL, e.g. a signed URL of the object", code="invalid_url")
-    policy.check(url)  # refused addresses fail now; the worker checks every redirect again
+    if scheme != "s3":
+        policy.check(url)  # refused addresses fail now; the worker checks every redirect again
 
 
 @_route("GET", "/videoinfer", response_model=JobStatusOut, response_model_exclude_none=False)

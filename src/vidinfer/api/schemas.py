@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -27,13 +27,14 @@ class ModelIn(BaseModel):
 class VideoInferIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    input_url: str = Field(min_length=1, max_length=4096,
-                           description="An upload URL from /video_upload_signed_url, or an http(s) URL to fetch.")
+    input_url: str = Field(min_length=1, max_length=4096, json_schema_extra={"format": "uri"},
+                           description="An upload URL from /video_upload_signed_url, an http(s) URL to fetch, or "
+                                       "s3://BUCKET/KEY. A malformed one is refused with 400 invalid_url.")
     infer_fps: float | str = Field(
         5, description="Frames per second to infer: from 0.01 to the video's own frame rate; a number or 'num/den'.")
     models: list[ModelIn] = Field(min_length=1, max_length=16)
-    notify_url: str | None = Field(None, max_length=4096,
-                                   description="POSTed the job's status when it ends (signed; see the README).")
+    notify_url: Annotated[str, Field(max_length=4096, json_schema_extra={"format": "uri"})] | None = Field(
+        None, description="An http(s) URL POSTed the job's status when it ends (signed; see the README).")
     tracker: str | None = Field(None, max_length=32, examples=["bytetrack"],
                                 description="Track detections across samples: each gets a tracker_id, and the "
                                             "results a top-level 'tracks' key. Implied by lines or zones.")

@@ -50,6 +50,11 @@ class ModelEntry:
     def key(self) -> str:
         return f"{self.kind}:{self.target}"
 
+    @property
+    def is_clip(self) -> bool:
+        """A CLIP model (a registered export folder, or the built-in name), known without loading it."""
+        return self.kind == "clip" or (self.kind, self.target) == ("builtin", "clip")
+
 
 @dataclass(frozen=True)
 class LoadOptions:
@@ -174,7 +179,7 @@ class ModelRegistry:
             return model
 
     def _construct(self, entry: ModelEntry) -> Model:
-        if entry.kind == "clip" or (entry.kind, entry.target) == ("builtin", "clip"):
+        if entry.is_clip:
             from vidinfer.models.clip import load_clip
 
             folder = entry.target if entry.kind == "clip" else self.options.clip_dir

@@ -30,6 +30,7 @@ import httpx
 
 from vidinfer import errors
 from vidinfer.errors import VidinferError
+from vidinfer.urls import parse_http_url
 
 __all__ = [
     "Client",
@@ -289,9 +290,7 @@ class Client:
 
     def __init__(self, api_url: str, api_key: str, *, timeout: float | httpx.Timeout = 30.0,
                  transport: httpx.BaseTransport | None = None) -> None:
-        parts = urlsplit(api_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise errors.InvalidInput(f"api_url must be http(s)://host[:port], not {api_url!r}", code="invalid_url")
+        parse_http_url(api_url, "api_url")  # a malformed one is InvalidInput here, not a ValueError later
         if not api_key:
             raise errors.Unauthorized("an API key is required")
         self.api_url = api_url.rstrip("/")
@@ -319,6 +318,8 @@ class Client:
             response = self._http.request(method, url, **kwargs)
         except httpx.TransportError as exc:
             raise ConnectionFailed(f"{method} {urlsplit(url).netloc}: {exc or type(exc).__name__}") from exc
+        except httpx.InvalidURL as exc:  # a signed URL the server handed out, unreadable
+            raise VidinferError(f"the server gave a malformed URL: {exc}", code="bad_response") from None
         if response.status_code >= 400:
             raise error_from_response(response)
         return response
@@ -365,7 +366,13 @@ class Client:
         ``models`` are :class:`ModelSpec`, dicts in the wire's shape, or bare model ids.
         """
         text = os.fspath(video)
-        input_url = text if text.startswith(("http://", "https://")) else self.upload(text)
+        if text.lower().startswith(("http://", "https://")):
+            parse_http_url(text, "video")  # refused here, as the server would refuse it
+            input_url = text
+        else:
+            input_url = self.upload(text)
+        if notify_url is not None:
+            parse_http_url(notify_url, "notify_url")
         model_list = [_model_dict(m) for m in ([models] if isinstance(models, (str, ModelSpec, Mapping)) else models)]
         if not model_list:
             raise errors.InvalidInput("at least one model is needed", code="no_models")
