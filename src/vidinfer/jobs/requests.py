@@ -89,7 +89,7 @@ def check_inference_type(requested: str | None, model_id: str, task: str) -> str
                            f"{', '.join(INFERENCE_TYPES)} (or leave it out: the model's own task)",
                            code="invalid_inference_type")
     if task and task not in INFERENCE_TYPES[name]:
-        raise InvalidInput(f"model {model_id} is a {task} model, but inference_type {name!r} was requested: "
+        raise InvalidInput(f"inference_type {name!r} was requested, but model {model_id}'s task is {task!r}: "
                            f"send inference_type {task!r} (or leave it out)", code="inference_type_mismatch")
     return name
 
