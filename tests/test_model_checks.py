@@ -204,6 +204,7 @@ print(json.dumps(sorted(sys.modules)))
     ("people", {"top_k": 3}, False),  # an ONNX export takes the common keys only
     ("people", {"confidnce": 0.3}, False),
     ("coco", {"prompts": ["a dog"]}, False),
+    ("imagenet", {"top_k": 5000}, False),  # the model's own check of its own key, run at submit
 ])
 def test_inference_params_keys_are_checked_at_submit(api: Any, model_id: str, params: dict[str, Any],
                                                       ok: bool) -> None:
@@ -211,8 +212,22 @@ def test_inference_params_keys_are_checked_at_submit(api: Any, model_id: str, pa
     if ok:
         assert response.status_code == 200, response.text
     else:
-        assert "unknown inference_params key" in refused(response, "invalid_inference_params")
+        message = refused(response, "invalid_inference_params")
+        assert "unknown inference_params key" in message or "top_k must be" in message
         assert jobs(api) == []
+
+
+def test_clip_prompts_are_checked_at_submit(tmp_path: Path, clip_export: Path) -> None:
+    app = create_app(settings_for(tmp_path / "data", clip_dir=clip_export))
+    with TestClient(app) as client:
+        client.key = app.state.service.store.create_key("acme")
+        for prompts in ([], "a dog", ["a dog", "a dog"], ["a dog", ""]):
+            message = refused(submit(client, {"model_id": "clip", "inference_params": {"prompts": prompts}}),
+                              "invalid_inference_params")
+            assert "prompts must" in message
+        ok = submit(client, {"model_id": "clip", "inference_params": {"prompts": ["a dog", "a cat"]}})
+        assert ok.status_code == 200, ok.text
+        assert len(jobs(client)) == 1
 
 
 # -- inference_type -----------------------------------------------------------------------------

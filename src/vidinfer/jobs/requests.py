@@ -105,11 +105,13 @@ def check_models(registry: ModelRegistry, workspace: str, models: list[dict[str,
         try:
             entry = registry.check_available(
                 model_spec(names, set(BUILTINS), workspace, m["model_id"], m["model_version"]))
+            task = entry.known_task
+            # every key, and every value but class names (known once the model loads)
+            params = InferenceParams.parse(m["inference_params"], ModelInfo(
+                m["model_id"], task, (), None, entry.name, extra_params=entry.extra_params))
+            if entry.builtin is not None:
+                entry.builtin.check_params(params)
         except ModelError as exc:  # a request this server cannot run: the client's to fix, so 400
             raise InvalidInput(exc.message, code=exc.code) from exc
-        task = entry.known_task
-        # keys and common values now; a model's own values (top_k, prompts) and class names when it loads
-        InferenceParams.parse(m["inference_params"], ModelInfo(m["model_id"], task, (), None, entry.name,
-                                                               extra_params=entry.extra_params))
         out.append({**m, "inference_type": check_inference_type(m.get("inference_type"), m["model_id"], task)})
     return out

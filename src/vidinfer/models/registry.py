@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from vidinfer.errors import InvalidInput, ModelError
-from vidinfer.models.base import Model, ModelInfo
+from vidinfer.models.base import InferenceParams, Model, ModelInfo
 
 if TYPE_CHECKING:
     from vidinfer.config import Settings
@@ -46,6 +46,15 @@ class Builtin:
     task: str  # the hosted API's inference_type for it
     requires: tuple[Requirement, ...] = ()
     extra_params: tuple[str, ...] = ()  # inference_params keys beyond the common ones (its ModelInfo's)
+    #: "module:function" that checks the values of those keys (the model's own check, before it runs)
+    params_check: str = ""
+
+    def check_params(self, params: InferenceParams) -> None:
+        """Its own params' values, by the function the model itself calls: its module is imported (light:
+        numpy), the model is not loaded. A bad value raises ``ModelError`` (``invalid_inference_params``)."""
+        if self.params_check:
+            module, function = self.params_check.split(":")
+            getattr(importlib.import_module(module), function)(params)
 
 
 _ENGINE = "pip install 'vidinfer[engine]'"
@@ -64,7 +73,8 @@ BUILTIN_MODELS: dict[str, Builtin] = {
     "imagenet": Builtin("vidinfer.models.imagenet:ImageNetClassifier", "classification", (
         Requirement("ai_edge_litert", "", _MODELS),
         Requirement(_PIBO, "models/efficientnet_lite3.tflite", _ENGINE),
-        Requirement(_PIBO, "models/efficientnet_labels.txt", _ENGINE)), ("top_k",)),
+        Requirement(_PIBO, "models/efficientnet_labels.txt", _ENGINE)), ("top_k",),
+        "vidinfer.models.imagenet:top_k_param"),
     "pose": Builtin("vidinfer.models.pose:MoveNetPose", "keypoint-detection", (
         Requirement("ai_edge_litert", "", _MODELS),
         Requirement(_PIBO, "models/movenet_lightning.tflite", _ENGINE))),
@@ -76,7 +86,8 @@ BUILTIN_MODELS: dict[str, Builtin] = {
     "ocr": Builtin("vidinfer.models.ocr:RapidOCRReader", "ocr", (
         ONNX_RUNTIME, Requirement("rapidocr", "", _MODELS))),
     # the user's CLIP export: the folder registered as `clip`, else the clip_dir setting
-    "clip": Builtin("vidinfer.models.clip:load_clip", "clip-embed-image", (ONNX_RUNTIME,), ("prompts",)),
+    "clip": Builtin("vidinfer.models.clip:load_clip", "clip-embed-image", (ONNX_RUNTIME,), ("prompts",),
+                    "vidinfer.models.clip:prompts_param"),
 }
 #: built-in name -> "module:factory"; imported only when used
 BUILTINS: dict[str, str] = {name: b.factory for name, b in BUILTIN_MODELS.items()}
@@ -98,23 +109,22 @@ class ModelEntry:
         return f"{self.kind}:{self.target}"
 
     @property
+    def builtin(self) -> Builtin | None:
+        """The built-in code it runs (a registered CLIP folder runs clip's); None for an ONNX export."""
+        if self.kind == "clip":
+            return BUILTIN_MODELS["clip"]
+        return BUILTIN_MODELS.get(self.target) if self.kind == "builtin" else None
+
+    @property
     def known_task(self) -> str:
         """Its task without loading it: recorded when registered, else the built-in's; "" if unknown
         (an entry registered before tasks were recorded)."""
-        if self.task:
-            return self.task
-        if self.kind == "clip":
-            return BUILTIN_MODELS["clip"].task
-        builtin = BUILTIN_MODELS.get(self.target) if self.kind == "builtin" else None
-        return builtin.task if builtin else ""
+        return self.task or (self.builtin.task if self.builtin else "")
 
     @property
     def extra_params(self) -> tuple[str, ...]:
-        """The inference_params keys it takes beyond the common ones, without loading it."""
-        if self.kind == "clip":
-            return BUILTIN_MODELS["clip"].extra_params
-        builtin = BUILTIN_MODELS.get(self.target) if self.kind == "builtin" else None
-        return builtin.extra_params if builtin else ()  # ONNX exports take the common ones only
+        """The inference_params keys it takes beyond the common ones (an ONNX export: none)."""
+        return self.builtin.extra_params if self.builtin else ()
 
 
 @dataclass(frozen=True)
