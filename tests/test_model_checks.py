@@ -57,7 +57,7 @@ def clip_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     from vidinfer.models.clip_tokenizer import ClipTokenizer
 
-    folder = tmp_path_factory.mktemp("clip-export")
+    folder = tmp_path_factory.mktemp("tiny-clip")  # not "clip-export": test_clip asserts its own folder's name
     image_encoder(folder / "vision_model.onnx")
     text_encoder(folder / "text_model.onnx", ClipTokenizer.bundled())
     return folder
