@@ -23,7 +23,7 @@ from videos import decode_reference, frame_label, reference_samples
 from vidinfer.core.pipeline import ModelRun, decode_batches, run_video
 from vidinfer.core.results import Detections
 from vidinfer.core.video import DecodedFrame, iter_frames, probe
-from vidinfer.errors import Cancelled
+from vidinfer.errors import Cancelled, ModelError
 from vidinfer.models.base import InferenceParams, ModelInfo, fit_within
 
 
@@ -125,9 +125,28 @@ def test_batches_finishing_out_of_order_are_collected_in_order(video: Path) -> N
     inline = run_video(info, runs(), Fraction(10), batch_size=2, overlap=False)
     assert _summary(parallel) == _summary(inline)
     assert parallel.frame_offset == sorted(parallel.frame_offset)
-    nulled = [i for i, p in zip(parallel.frame_offset, parallel.predictions["m"]) if p is None]
+    nulled = [i for i, p in zip(parallel.frame_offset, parallel.predictions["f"]) if p is None]
     assert nulled and all(i % 4 == 0 for i in nulled) and parallel.failed_frames == len(nulled)
-    assert [p is None for p in parallel.predictions["f"]] == [p is None for p in parallel.predictions["m"]]
+    # the flaky model's failures cost the other model nothing
+    assert all(p is not None for p in parallel.predictions["m"])
+
+
+class Broken(MeanModel):
+    """Fails on every frame."""
+
+    def predict(self, images, source_size, params):  # noqa: ANN001, ANN201
+        raise RuntimeError("broken")
+
+
+def test_a_model_failing_on_every_frame_costs_the_others_nothing(video: Path) -> None:
+    info = probe(str(video))
+    result = run_video(info, [ModelRun("m", MeanModel()), ModelRun("b", Broken())], Fraction(5), batch_size=4)
+    assert len(result) == 15 and all(p is not None for p in result.predictions["m"])
+    assert result.predictions["b"] == [None] * 15 and result.failed_frames == 15
+    assert result.warnings[0].startswith("model b failed on every sampled frame")
+    with pytest.raises(ModelError) as caught:  # no model gave anything: the job fails
+        run_video(info, [ModelRun("b", Broken()), ModelRun("c", Broken())], Fraction(5))
+    assert caught.value.code == "inference_failed"
 
 
 @pytest.mark.parametrize("overlap", [False, True])

@@ -257,6 +257,39 @@ def test_additional_models_gaze(rf: types.ModuleType, key: str, video: Path) -> 
     assert all(entry is None or entry["predictions"] == [] for entry in results["gaze"])  # no faces in the video
 
 
+def test_clip_and_gaze_without_a_clip_export_fail_at_submit_then_run_once_one_is_registered(
+        rf: types.ModuleType, server: Server, key: str, video: Path, tmp_path: Path) -> None:
+    """The SDK's own example, ``additional_models=["clip", "gaze"]``: without a CLIP export the submit is
+    refused (400; the SDK raises with the body, which names the fix) and nothing is queued, instead of a
+    job that loses every model's results a minute later. With a (tiny) export registered it runs."""
+    import httpx
+    from test_clip import image_encoder, text_encoder
+
+    from vidinfer.models.clip_tokenizer import ClipTokenizer
+
+    def job_count() -> int:
+        return len(httpx.get(f"{server.url}/videoinfers", params={"api_key": key}).json()["jobs"])
+
+    before = job_count()
+    model = model_of(rf, key, "people")
+    with pytest.raises(Exception, match="model_not_configured") as refused:
+        model.predict_video(str(video), fps=FPS, additional_models=["clip", "gaze"])
+    assert "vidinfer models add clip FOLDER" in str(refused.value) and "VIDINFER_CLIP_DIR" in str(refused.value)
+    assert job_count() == before
+
+    image_encoder(tmp_path / "vision_model.onnx")
+    text_encoder(tmp_path / "text_model.onnx", ClipTokenizer.bundled())
+    server.cli("models", "add", "clip", str(tmp_path))
+    try:
+        job_id, _, _ = model.predict_video(str(video), fps=FPS, additional_models=["clip", "gaze"])
+        results = model.poll_until_video_results(job_id)
+    finally:
+        server.cli("models", "remove", "clip")
+    frames = assert_results(results, ["people", "clip", "gaze"])
+    assert all(entry is not None and len(entry["embeddings"][0]) == 16 for entry in results["clip"])
+    assert sum(entry is not None for entry in results["people"]) == frames
+
+
 def test_the_gaze_model_class_alone(rf: types.ModuleType, key: str, video: Path) -> None:
     model = rf.GazeModel(key, f"{WORKSPACE}/people/1")  # no project calls: sends only the gaze model
     job_id, _, _ = model.predict_video(str(video), fps=FPS)

@@ -106,10 +106,9 @@ def test_submit_sends_the_wire_shape() -> None:
     assert json.loads(script.bodies[0]) == {
         "input_url": "https://videos.test/a.mp4", "infer_fps": 2.5, "notify_url": "https://hooks.test/x",
         "models": [
-            {"model_id": "people", "model_version": "3", "inference_type": "object-detection",
-             "inference_params": {"confidence": 0.5}},
+            {"model_id": "people", "model_version": "3", "inference_params": {"confidence": 0.5}},
             {"model_id": "gaze", "model_version": "1", "inference_type": "gaze-detection"},
-            {"model_id": "coco", "model_version": "1", "inference_type": "object-detection"},
+            {"model_id": "coco", "model_version": "1"},  # no inference_type: the model's own task
         ]}
 
 

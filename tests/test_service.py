@@ -163,7 +163,7 @@ def test_uploads_over_the_limit_are_refused_and_not_kept(server: Server, key: st
         (None, {"input_url": "http://127.0.0.1/x.mp4", "models": COCO, "infer_fps": -2}, 400, "invalid_infer_fps"),
         (None, {"input_url": "http://127.0.0.1/x.mp4", "models": COCO, "infer_fps": "abc"}, 400,
          "invalid_infer_fps"),
-        (None, {"input_url": "http://127.0.0.1/x.mp4", "models": [{"model_id": "nope"}]}, 422, "unknown_model"),
+        (None, {"input_url": "http://127.0.0.1/x.mp4", "models": [{"model_id": "nope"}]}, 400, "unknown_model"),
         (None, {"input_url": "http://127.0.0.1/x.mp4", "models": [{"model_id": "../../etc/passwd"}]}, 400,
          "invalid_model"),
         (None, {"input_url": "http://127.0.0.1/x.mp4",

@@ -5,7 +5,8 @@ its HTTP status (the API maps it in one handler), its CLI exit code and a stable
 machine-readable ``code``; instances may override the code with a finer one.
 
     VidinferError
-     ├── InvalidInput        400  bad arguments, out-of-range infer_fps, ...
+     ├── InvalidInput        400  bad arguments, out-of-range infer_fps, a model the server cannot run
+     │    │                       (refused at submit with ModelError's codes: unknown_model, ...), ...
      │    ├── PayloadTooLarge 413
      │    └── IdempotencyConflict 422  an Idempotency-Key reused with another request
      ├── Unauthorized        401  missing or wrong API key

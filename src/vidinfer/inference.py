@@ -6,7 +6,8 @@ gives the same results whichever way it is run.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -15,10 +16,12 @@ from vidinfer.core.pipeline import ModelRun, Progress, run_video
 from vidinfer.core.results import VideoResult
 from vidinfer.core.tracking import AnalysisOptions
 from vidinfer.core.video import VideoInfo, probe
-from vidinfer.errors import DecodeError, InvalidInput
+from vidinfer.errors import DecodeError, InvalidInput, Unavailable, VidinferError
 from vidinfer.models.base import InferenceParams
 from vidinfer.models.registry import ModelRegistry
 from vidinfer.wire import RESERVED_KEYS, results_to_json
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -30,8 +33,14 @@ class ModelRequest:
     params: dict[str, Any] = field(default_factory=dict)
 
 
-def resolve_runs(registry: ModelRegistry, requests: Sequence[ModelRequest]) -> list[ModelRun]:
-    """Load every requested model (cached) and validate its params before any decoding."""
+def resolve_runs(registry: ModelRegistry, requests: Sequence[ModelRequest],
+                 unloadable: dict[str, str] | None = None) -> list[ModelRun]:
+    """Load every requested model (cached) and validate its params before any decoding.
+
+    With ``unloadable`` (a job the API accepted), a model that cannot load here (its file deleted
+    since, its package gone) does not cost the others their results: its key goes into
+    ``unloadable`` with its error code, and only when no model loads does this raise.
+    """
     if not requests:
         raise InvalidInput("at least one model is needed", code="no_models")
     keys = [r.key for r in requests]
@@ -42,10 +51,22 @@ def resolve_runs(registry: ModelRegistry, requests: Sequence[ModelRequest]) -> l
     reserved = sorted(set(keys) & set(RESERVED_KEYS))
     if reserved:
         raise InvalidInput(f"{reserved[0]!r} cannot be a model name (it is a results key)", code="invalid_model_name")
-    runs = []
+    runs, first_error = [], None
     for request in requests:
-        model = registry.load(request.spec)
-        runs.append(ModelRun(request.key, model, InferenceParams.parse(request.params, model.info)))
+        try:
+            model = registry.load(request.spec)
+            runs.append(ModelRun(request.key, model, InferenceParams.parse(request.params, model.info)))
+        except Unavailable:
+            raise
+        except VidinferError as exc:
+            if unloadable is None:
+                raise
+            first_error = first_error or exc
+            log.warning("model %s (%s) could not be loaded; its entries will be null: %s",
+                        request.key, request.spec, exc.message)
+            unloadable[request.key] = exc.code  # the message may name server paths: it stays in the log
+    if first_error is not None and not runs:
+        raise first_error  # no model at all would run: the job fails with the first reason
     return runs
 
 
@@ -82,8 +103,13 @@ def run_inference(
     on_progress: Callable[[Progress], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
     k_range: tuple[int, int | None] = (0, None),
+    unloadable: Mapping[str, str] | None = None,
 ) -> InferenceOutput:
-    """Probe the video, run the models over its samples, and build the results JSON."""
+    """Probe the video, run the models over its samples, and build the results JSON.
+
+    ``unloadable``: model keys that could not load (``resolve_runs``) and their error codes; each
+    gets a key with a null entry per sample, and a warning.
+    """
     info = probe(video_path)
     if on_probe is not None:
         on_probe(info)
@@ -97,4 +123,10 @@ def run_inference(
         detail = result.warnings[0] if result.warnings else "the decoder rejected every frame"
         raise DecodeError(f"{video_path}: not one of its {info.frame_count} frames could be decoded ({detail})",
                           code="undecodable")
+    for key, code in (unloadable or {}).items():
+        result.predictions[key] = [None] * len(result)
+        result.warnings.insert(0, f"model {key} could not be loaded on the worker ({code}; the worker's log "
+                                  "says why), so its entries are null")
+    if unloadable and len(result):
+        result.failed_frames = len(result)
     return InferenceOutput(info, result, results_to_json(result, info))

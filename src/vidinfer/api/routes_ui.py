@@ -16,10 +16,6 @@ from vidinfer.models.registry import BUILTINS
 UI_DIR = Path(__file__).parent / "ui"
 router = APIRouter()
 
-#: built-in name -> the inference_type requests use for it
-_BUILTIN_TASKS = {"coco": "object-detection", "imagenet": "classification", "pose": "keypoint-detection",
-                  "gaze": "gaze-detection", "ocr": "ocr", "clip": "clip-embed-image"}
-
 
 def static_files() -> StaticFiles:
     return StaticFiles(directory=UI_DIR)
@@ -38,11 +34,11 @@ def models(service: ServiceDep, caller: CallerDep) -> dict[str, list[dict[str, A
         parts = entry.name.split("/")
         if entry.kind == "builtin" and entry.name in BUILTINS:
             out.append({"model_id": entry.name, "model_version": "1", "source": "built-in",
-                        "inference_type": _BUILTIN_TASKS.get(entry.name, "object-detection")})
+                        "inference_type": entry.known_task})
         elif len(parts) == 3 and parts[0] == caller.workspace:
             out.append({"model_id": parts[1], "model_version": parts[2], "source": "workspace",
-                        "inference_type": entry.task or "object-detection"})
+                        "inference_type": entry.known_task or "object-detection"})
         elif len(parts) == 1:
             out.append({"model_id": entry.name, "model_version": "1", "source": "registered",
-                        "inference_type": entry.task or "object-detection"})
+                        "inference_type": entry.known_task or "object-detection"})
     return {"models": out}

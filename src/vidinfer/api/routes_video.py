@@ -23,17 +23,14 @@ from vidinfer.core.tracking import AnalysisOptions
 from vidinfer.errors import InvalidInput, Unavailable
 from vidinfer.fetch import UrlPolicy
 from vidinfer.jobs import notify
-from vidinfer.jobs.requests import check_own_upload, model_requests, model_spec, upload_prefix
+from vidinfer.jobs.requests import check_models, check_own_upload, model_requests, upload_prefix
 from vidinfer.jobs.view import status_body
-from vidinfer.models.base import InferenceParams
-from vidinfer.models.registry import BUILTINS
 from vidinfer.storage.base import parse_s3_url, safe_name
 from vidinfer.urls import parse_http_url, url_scheme
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["video inference"])
 ERRORS = error_responses(400, 401, 404, 422, 429)
-_COMMON_PARAMS = {"confidence", "iou", "overlap", "iou_threshold", "confidence_threshold", "max_detections"}
 
 
 def _both(path: str) -> list[str]:
@@ -70,11 +67,7 @@ def submit(service: ServiceDep, caller: CallerDep, body: VideoInferIn,
     _check_input_url(service, caller.workspace, body.input_url, policy)
     if body.notify_url:
         policy.check(body.notify_url, field="notify_url")  # checked again at delivery: DNS may change
-    models = model_requests([m.model_dump() for m in body.models])
-    names = {e.name for e in service.registry.entries()}
-    for m in models:
-        model_spec(names, set(BUILTINS), caller.workspace, m["model_id"], m["model_version"])
-        InferenceParams.parse({k: v for k, v in m["inference_params"].items() if k in _COMMON_PARAMS})
+    models = check_models(service.registry, caller.workspace, model_requests([m.model_dump() for m in body.models]))
     keys = [m["model_id"] for m in models]
     if len(set(keys)) != len(keys):
         raise InvalidInput("each model_id may appear once (it is its results key)", code="duplicate_model")

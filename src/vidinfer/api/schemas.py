@@ -14,7 +14,11 @@ class ModelIn(BaseModel):
     model_version: str | None = Field(None, max_length=128,
                                       description="Always a string; may be a slug. Without it, version 1 is "
                                                   "looked up first.")
-    inference_type: str = Field("object-detection", max_length=64, examples=["object-detection"])
+    inference_type: str | None = Field(
+        None, max_length=64, examples=["object-detection"],
+        description="The hosted API's task name (object-detection, classification, instance-segmentation, "
+                    "keypoint-detection, clip-embed-image, gaze-detection; ocr): checked against the model's "
+                    "task. Absent: the model's own task.")
     inference_params: dict[str, Any] | None = Field(
         None, description="confidence, iou (alias overlap), max_detections, classes; model-specific extras.")
 

@@ -356,25 +356,22 @@ def _infer(batch: Batch, runs: Sequence[ModelRun], source_size: tuple[int, int])
 
 def _collect(done: Inferred, runs: Sequence[ModelRun], source_size: tuple[int, int], result: VideoResult,
              infer_seconds: dict[str, float]) -> None:
-    """Append an inferred batch to the result; a frame that failed in one model is null in every
-    list (the hosted API's rule)."""
+    """Append an inferred batch to the result. A frame that failed in one model is null in that
+    model's list only: a model that fails on some frames never costs the others their results."""
     batch = done.batch
     result.frame_offset.extend(batch.indices)
     result.time_offset.extend(round(float(t), 4) for t in batch.times)
     n = len(batch.ks)
-    failed = [any(done.outputs[run.key][i] is None for run in runs) for i in range(n)]
     for run in runs:
         infer_seconds[run.key] += done.seconds[run.key]
         share = done.seconds[run.key] / max(1, n)
-        result.predictions[run.key].extend(
-            None if bad else FramePrediction(out, source_size, share)
-            for out, bad in zip(done.outputs[run.key], failed))
-    for i, bad in enumerate(failed):
-        if bad:
-            result.failed_frames += 1
-            result.warnings.append(
-                f"inference failed on frame {batch.indices[i]} (t={float(batch.times[i]):.3f}s); its entry is null"
-            )
+        outputs = done.outputs[run.key]
+        result.predictions[run.key].extend(None if out is None else FramePrediction(out, source_size, share)
+                                           for out in outputs)
+        result.warnings.extend(
+            f"model {run.key} failed on frame {batch.indices[i]} (t={float(batch.times[i]):.3f}s); its entry is null"
+            for i, out in enumerate(outputs) if out is None)
+    result.failed_frames += sum(any(done.outputs[run.key][i] is None for run in runs) for i in range(n))
 
 
 def _predict_tolerant(run: ModelRun, images: list[np.ndarray], source_size: tuple[int, int]) -> list:
@@ -398,12 +395,20 @@ def _predict_tolerant(run: ModelRun, images: list[np.ndarray], source_size: tupl
 
 
 def _check_all_failed(result: VideoResult, runs: Sequence[ModelRun]) -> None:
-    if result.frame_offset and result.failed_frames == len(result.frame_offset):
+    """Fail only when no model gave anything; a model that failed on every frame while others ran
+    keeps its key, all null, with a warning first in the list."""
+    if not result.frame_offset:
+        return
+    dead = [run.key for run in runs if all(p is None for p in result.predictions[run.key])]
+    if len(dead) == len(runs):
         raise ModelError(
             f"inference failed on every one of the {result.failed_frames} sampled frames; "
             "the model does not run on this input (see the log for the first error)",
             code="inference_failed",
         )
+    for key in dead:
+        result.warnings.insert(0, f"model {key} failed on every sampled frame; its entries are null "
+                                  "(see the worker's log for its error)")
 
 
 def _note_lost_frames(info: VideoInfo, report: DecodeReport, result: VideoResult, *, whole_video: bool) -> None:

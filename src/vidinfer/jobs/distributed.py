@@ -235,7 +235,7 @@ class _Engine:
                 return
             job = current  # the planner died between its claim and its plan: plan again
         try:
-            self.runner.resolve(job)  # unknown models fail the job before any decoding
+            self.runner.resolve(job, {})  # the job fails before any decoding only if no model loads
             with self._local_input(job) as path:
                 info = probe(str(path))
             fps = parse_fps(job.infer_fps)
@@ -286,13 +286,15 @@ class _Engine:
         store.chunk_started(job_id, idx, count=not delivery.counted)
         delivery.counted = True
         try:
-            runs = self.runner.resolve(job)
+            unloadable: dict[str, str] = {}
+            runs = self.runner.resolve(job, unloadable)
             with self._local_input(job) as path:
                 out = run_inference(
                     str(path), runs, parse_fps(job.infer_fps),
                     batch_size=self.settings.batch_size, decode_threads=self.settings.decode_threads,
                     on_progress=self._progress(job_id, idx),
                     should_cancel=self._cancel_check(job), k_range=(row["k_first"], row["k_stop"]),
+                    unloadable=unloadable,
                 )
         except Unavailable:
             raise

@@ -22,7 +22,7 @@ from vidinfer.core.pipeline import ModelRun, Progress, expected_samples
 from vidinfer.core.video import VideoInfo
 from vidinfer.core.sampling import parse_fps
 from vidinfer.core.tracking import AnalysisOptions, analyse
-from vidinfer.errors import InvalidInput, StorageFull, VidinferError
+from vidinfer.errors import InvalidInput, ModelError, StorageFull, VidinferError
 from vidinfer.fetch import UrlPolicy, fetch_to_file
 from vidinfer.inference import ModelRequest, check_analysis, resolve_runs, run_inference
 from vidinfer.jobs import notify
@@ -94,27 +94,38 @@ class Runner:
             time.sleep(wait)
             wait = min(RECORD_RETRY_MAX, wait * 2)
 
-    def resolve(self, job: Job) -> list[ModelRun]:
-        """The job's models, loaded (once per process) with their params checked."""
+    def resolve(self, job: Job, unloadable: dict[str, str] | None = None) -> list[ModelRun]:
+        """The job's models, loaded (once per process) with their params checked; with ``unloadable``,
+        a model that cannot load here is left out and named there (``resolve_runs``)."""
         names = {e.name for e in self.registry.entries()}
-        requests = [
-            ModelRequest(m["model_id"], model_spec(names, set(BUILTINS), job.workspace, m["model_id"],
-                                                   m["model_version"]), m["inference_params"])
-            for m in job.models
-        ]
-        runs = resolve_runs(self.registry, requests)
+        requests, first_error = [], None
+        for m in job.models:
+            try:
+                spec = model_spec(names, set(BUILTINS), job.workspace, m["model_id"], m["model_version"])
+            except ModelError as exc:  # unregistered since the API accepted the job
+                if unloadable is None:
+                    raise
+                log.warning("job %s: model %s is no longer registered: %s", job.id, m["model_id"], exc.message)
+                unloadable[m["model_id"]] = exc.code
+                first_error = first_error or exc
+                continue
+            requests.append(ModelRequest(m["model_id"], spec, m["inference_params"]))
+        if first_error is not None and not requests:
+            raise first_error
+        runs = resolve_runs(self.registry, requests, unloadable)
         check_analysis(runs, AnalysisOptions.from_dict(job.options))
         return runs
 
     def _execute(self, job: Job) -> dict:
-        runs = self.resolve(job)
+        unloadable: dict[str, str] = {}
+        runs = self.resolve(job, unloadable)
         fps = parse_fps(job.infer_fps)
         with tempfile.TemporaryDirectory(prefix="vidinfer-job-") as tmp, self.input_file(job, Path(tmp)) as path:
             out = run_inference(
                 str(path), runs, fps,
                 batch_size=self.settings.batch_size, decode_threads=self.settings.decode_threads,
                 on_probe=lambda info: self.store.progress(job, 0, expected_samples(info, fps)),
-                on_progress=self._progress(job), should_cancel=self.cancel_check(job),
+                on_progress=self._progress(job), should_cancel=self.cancel_check(job), unloadable=unloadable,
             )
         data = json.dumps(analyse_results(job, out.results_json), separators=(",", ":")).encode()
         self.blobs.put_bytes(result_key(job), data)

