@@ -279,11 +279,11 @@ def test_idempotency_key_returns_the_same_job(server: Server, key: str, clip: Pa
 
 
 def test_an_unknown_model_is_named_as_the_request_named_it(server: Server, key: str) -> None:
-    """Issue 14.15: a model sent without a version was reported as ``nosuch/1``."""
+    """Issue 14.15: a model sent without a version was reported as ``nosuch/1``; refused at submit (400)."""
     for model, named in (({"model_id": "nosuch"}, "unknown model nosuch in"),
                          ({"model_id": "nosuch", "model_version": "3"}, "unknown model nosuch/3 in")):
         response = server.submit(key, "http://127.0.0.1/x.mp4", models=[model])
-        assert response.status_code == 422, response.text
+        assert response.status_code == 400, response.text
         error = response.json()["error"]
         assert error["code"] == "unknown_model" and named in error["message"], error
         assert "nosuch/1" not in error["message"]

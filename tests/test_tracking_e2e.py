@@ -134,12 +134,16 @@ def test_a_job_with_a_tracker_lines_and_zones(server: Server, files: dict[str, P
     assert "margin" in bad.json()["error"]["message"]
     bad = server.submit(key, url, models, infer_fps=FPS, tracker="deepsort")
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_tracker"
-    # a line with no model that finds boxes: the job fails before any decoding, with a code
+    # a line with no model that finds boxes: refused at submit (the model's task is known), nothing queued
     only_classes = [{"model_id": "mean", "model_version": "1"}]
-    failed = server.wait(key, server.submit(key, url, only_classes, infer_fps=FPS,
-                                            lines=[[[0, 10], [320, 10]]]).json()["job_id"])
-    assert failed["status"] >= 2 and failed["error"]["code"] == "no_detection_model", failed
-    assert "output_signed_url" not in failed or failed["output_signed_url"] is None
+    def jobs() -> int:
+        return len(httpx.get(f"{server.url}/videoinfers", params={"api_key": key}).json()["jobs"])
+
+    before = jobs()
+    bad = server.submit(key, url, only_classes, infer_fps=FPS, lines=[[[0, 10], [320, 10]]])
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "no_detection_model", bad.text
+    assert "mean (classification)" in bad.json()["error"]["message"]
+    assert jobs() == before
 
 
 def test_findings_say_what_every_kind_of_model_found() -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from vidinfer.core.pipeline import ModelRun, Progress, run_video
 from vidinfer.core.results import VideoResult
-from vidinfer.core.tracking import AnalysisOptions
+from vidinfer.core.tracking import AnalysisOptions, check_analysis_tasks
 from vidinfer.core.video import VideoInfo, probe
 from vidinfer.errors import DecodeError, InvalidInput, Unavailable, VidinferError
 from vidinfer.models.base import InferenceParams
@@ -70,17 +70,9 @@ def resolve_runs(registry: ModelRegistry, requests: Sequence[ModelRequest],
     return runs
 
 
-#: tasks whose predictions are boxes a tracker follows, and lines and zones count
-TRACKABLE_TASKS = frozenset({"object-detection", "instance-segmentation", "keypoint-detection", "ocr"})
-
-
 def check_analysis(runs: Sequence[ModelRun], options: AnalysisOptions) -> None:
     """Refuse tracking, lines and zones when no model finds boxes: they would count nothing, silently."""
-    if options.tracking and not any(run.model.info.task in TRACKABLE_TASKS for run in runs):
-        found = ", ".join(f"{run.key} ({run.model.info.task})" for run in runs)
-        raise InvalidInput(f"tracking, lines and zones need a detection model (object-detection, "
-                           f"instance-segmentation, keypoint-detection or ocr); got {found}",
-                           code="no_detection_model")
+    check_analysis_tasks({run.key: run.model.info.task for run in runs}, options)
 
 
 @dataclass

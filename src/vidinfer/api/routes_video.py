@@ -19,7 +19,7 @@ from vidinfer.api.schemas import (
     error_responses,
 )
 from vidinfer.core.sampling import MIN_INFER_FPS, parse_fps
-from vidinfer.core.tracking import AnalysisOptions
+from vidinfer.core.tracking import AnalysisOptions, check_analysis_tasks
 from vidinfer.errors import InvalidInput, Unavailable
 from vidinfer.fetch import UrlPolicy
 from vidinfer.jobs import notify
@@ -72,6 +72,9 @@ def submit(service: ServiceDep, caller: CallerDep, body: VideoInferIn,
     if len(set(keys)) != len(keys):
         raise InvalidInput("each model_id may appear once (it is its results key)", code="duplicate_model")
     options = AnalysisOptions.parse(body.tracker, body.lines, body.zones)
+    tasks = {m["model_id"]: m["inference_type"] for m in models}
+    if all(tasks.values()):  # known for every model without loading it (else the worker checks)
+        check_analysis_tasks(tasks, options)
     job, created = service.store.create(
         caller.workspace, input_url=body.input_url, infer_fps=f"{fps.numerator}/{fps.denominator}", models=models,
         notify_url=body.notify_url, idempotency_key=idempotency_key, options=options.as_dict(),

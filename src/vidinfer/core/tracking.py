@@ -366,3 +366,16 @@ def _number_tracks(column: list[Any], members: dict[Any, list[tuple[int, int]]],
                     "first_frame": frames[first], "last_frame": frames[last],
                     "first_time": times[first], "last_time": times[last], "frames_seen": len(set(track.samples))})
     return out
+
+
+#: tasks whose entries are boxes, which tracking, lines and zones work on
+TRACKABLE_TASKS = frozenset({"object-detection", "instance-segmentation", "keypoint-detection", "ocr"})
+
+
+def check_analysis_tasks(tasks: dict[str, str], options: AnalysisOptions) -> None:
+    """``check_analysis`` from each model's task (results key -> task), as the API knows them at submit."""
+    if options.tracking and not any(task in TRACKABLE_TASKS for task in tasks.values()):
+        found = ", ".join(f"{key} ({task})" for key, task in tasks.items())
+        raise InvalidInput(f"tracking, lines and zones need a detection model (object-detection, "
+                           f"instance-segmentation, keypoint-detection or ocr); got {found}",
+                           code="no_detection_model")
