@@ -49,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from videos import one_minute_1080p, repeated  # noqa: E402
 
+from vidinfer.core.model import PARALLEL_BATCHES, InferenceParams, session_threads  # noqa: E402
 from vidinfer.core.pipeline import (  # noqa: E402
     PIPELINE_DECODE_THREADS,
     Batch,
@@ -58,7 +59,6 @@ from vidinfer.core.pipeline import (  # noqa: E402
     run_video,
 )
 from vidinfer.core.video import probe  # noqa: E402
-from vidinfer.models.base import PARALLEL_BATCHES, InferenceParams, session_threads  # noqa: E402
 from vidinfer.models.registry import LoadOptions, ModelRegistry  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -130,7 +130,7 @@ def peak_rss_mb(video: Path, model: str, infer_fps: int) -> dict:
     code = (
         "import json, resource, sys, time; from fractions import Fraction;"
         "from vidinfer.core.pipeline import ModelRun, run_video; from vidinfer.core.video import probe;"
-        "from vidinfer.models.base import InferenceParams; from vidinfer.models.registry import ModelRegistry;"
+        "from vidinfer.core.model import InferenceParams; from vidinfer.models.registry import ModelRegistry;"
         f"m = ModelRegistry().load({model!r}); t = time.perf_counter();"
         f"r = run_video(probe({str(video)!r}), [ModelRun('m', m, InferenceParams(confidence={CONFIDENCE}))],"
         f" Fraction({infer_fps}));"

@@ -46,8 +46,8 @@ from skimage import data
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from vidinfer.core.model import InferenceParams, Model  # noqa: E402
 from vidinfer.inference import ModelRequest, resolve_runs, run_inference  # noqa: E402
-from vidinfer.models.base import InferenceParams, Model  # noqa: E402
 from vidinfer.models.registry import LoadOptions, ModelRegistry  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from skimage import data
 
+from vidinfer.core.model import InferenceParams, Model
 from vidinfer.core.results import FramePrediction
 from vidinfer.inference import ModelRequest, resolve_runs, run_inference
-from vidinfer.models.base import InferenceParams, Model
 from vidinfer.models.registry import BUILTINS, ModelRegistry
 from vidinfer.wire import prediction_to_json
 

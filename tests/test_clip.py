@@ -253,7 +253,7 @@ def test_clip_over_a_video_with_zero_shot_prompts(clip_dir: Path, tmp_path: Path
     ("a cat", "list"), ([], "list"), (["a cat", ""], "non-empty"), (["a", "a"], "repeat"), ([3], "list"),
 ])
 def test_bad_prompts_are_refused(clip: ClipModel, prompts: object, error: str) -> None:
-    from vidinfer.models.base import InferenceParams
+    from vidinfer.core.model import InferenceParams
 
     params = InferenceParams.parse({"prompts": prompts}, clip.info)
     with pytest.raises(ModelError, match=error) as caught:

@@ -25,12 +25,12 @@ from onnx_graphs import (
     ultralytics_metadata,
 )
 
+from vidinfer.core.model import PARALLEL_BATCHES, InferenceParams, Model, session_threads
 from vidinfer.core.pipeline import ModelRun, run_video
 from vidinfer.core.results import Classification, Detections
 from vidinfer.core.video import probe
 from vidinfer.errors import ModelError
 from vidinfer.models import onnx_yolo
-from vidinfer.models.base import PARALLEL_BATCHES, InferenceParams, Model, session_threads
 from vidinfer.models.onnx_yolo import COCO_KEYPOINTS, ExportMetadata, load_onnx_model
 from vidinfer.wire import results_to_json
 

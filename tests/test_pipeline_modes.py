@@ -20,11 +20,12 @@ import pytest
 
 from videos import decode_reference, frame_label, reference_samples
 
+from vidinfer.core.model import InferenceParams, ModelInfo
 from vidinfer.core.pipeline import ModelRun, decode_batches, run_video
 from vidinfer.core.results import Detections
 from vidinfer.core.video import DecodedFrame, iter_frames, probe
 from vidinfer.errors import Cancelled, ModelError
-from vidinfer.models.base import InferenceParams, ModelInfo, fit_within
+from vidinfer.models.base import fit_within
 
 
 class MeanModel:

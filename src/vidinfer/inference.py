@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
+from vidinfer.core.model import InferenceParams
 from vidinfer.core.pipeline import ModelRun, Progress, run_video
 from vidinfer.core.results import VideoResult
 from vidinfer.core.tracking import AnalysisOptions, check_analysis_tasks
 from vidinfer.core.video import VideoInfo, probe
 from vidinfer.errors import DecodeError, InvalidInput, Unavailable, VidinferError
-from vidinfer.models.base import InferenceParams
 from vidinfer.models.registry import ModelRegistry
 from vidinfer.wire import RESERVED_KEYS, results_to_json
 

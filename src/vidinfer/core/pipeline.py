@@ -34,11 +34,11 @@ from fractions import Fraction
 
 import numpy as np
 
+from vidinfer.core.model import PARALLEL_BATCHES, InferenceParams, Model
 from vidinfer.core.results import FramePrediction, Prediction, VideoResult
 from vidinfer.core.sampling import check_infer_fps, check_range, check_range_in_video, sample_frames, sample_time
 from vidinfer.core.video import DecodeReport, VideoInfo, can_skip_frames, iter_frames
 from vidinfer.errors import Cancelled, ModelError, VidinferError
-from vidinfer.models.base import PARALLEL_BATCHES, InferenceParams, Model
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from vidinfer.core.model import InferenceParams, ModelInfo
 from vidinfer.errors import InvalidInput, ModelError, NotFound
-from vidinfer.models.base import InferenceParams, ModelInfo
 from vidinfer.models.registry import BUILTINS, ModelRegistry
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")

@@ -1,1 +1,1 @@
-"""Model adapters behind one Protocol (``vidinfer.models.base.Model``) and their registry."""
+"""Model adapters implementing the pipeline's contract (``vidinfer.core.model.Model``) and their registry."""

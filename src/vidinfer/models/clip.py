@@ -43,9 +43,9 @@ from typing import Any
 
 import numpy as np
 
+from vidinfer.core.model import InferenceParams, ModelInfo
 from vidinfer.core.results import Classification, Embedding
 from vidinfer.errors import ModelError
-from vidinfer.models.base import InferenceParams, ModelInfo
 from vidinfer.models.clip_tokenizer import CONTEXT_LENGTH, ClipTokenizer
 
 IMAGE_FILES = ("vision_model.onnx", "image_encoder.onnx", "visual.onnx")

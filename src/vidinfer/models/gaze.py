@@ -39,8 +39,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from vidinfer.core.model import InferenceParams, ModelInfo
 from vidinfer.core.results import Gazes
-from vidinfer.models.base import InferenceParams, ModelInfo
 from vidinfer.models.tflite import TFLiteModel, package_file
 
 PACKAGE = "mediapipe"

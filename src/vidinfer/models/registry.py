@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from vidinfer.core.model import InferenceParams, Model, ModelInfo
 from vidinfer.errors import InvalidInput, ModelError
-from vidinfer.models.base import InferenceParams, Model, ModelInfo
 
 if TYPE_CHECKING:
     from vidinfer.config import Settings
