@@ -30,7 +30,7 @@ from vidinfer.core.pipeline import ModelRun, run_video
 from vidinfer.core.results import Classification, Detections
 from vidinfer.core.video import probe
 from vidinfer.errors import ModelError
-from vidinfer.models import onnx_yolo
+from vidinfer.models import onnx_session, onnx_yolo
 from vidinfer.models.onnx_yolo import COCO_KEYPOINTS, ExportMetadata, load_onnx_model
 from vidinfer.wire import results_to_json
 
@@ -371,7 +371,7 @@ def test_session_settings_info_and_providers(tmp_path: Path) -> None:
     assert (info.name, info.task, info.classes, info.input_size) == ("yolo-mine", "object-detection", NAMES,
                                                                      (640, 640))
     assert info.source.endswith("yolo-mine.onnx") and info.license == "user-supplied"
-    assert onnx_yolo._choose_providers(("NoSuchExecutionProvider",)) == ["CPUExecutionProvider"]
+    assert onnx_session.choose_providers(("NoSuchExecutionProvider",)) == ["CPUExecutionProvider"]
 
 
 def test_by_default_each_run_gets_its_share_of_the_cores(tmp_path: Path) -> None:

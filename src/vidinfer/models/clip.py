@@ -139,10 +139,10 @@ class _Encoder:
 
 
 def _encoder(path: Path, kind: str, threads: int, providers: Sequence[str]) -> _Encoder:
-    from vidinfer.models.onnx_yolo import _describe, _open_session
+    from vidinfer.models.onnx_session import describe, open_session
 
-    session = _open_session(path, threads, providers)
-    described = f"{path.name}: {_describe(session)}"
+    session = open_session(path, threads, providers)
+    described = f"{path.name}: {describe(session)}"
     inputs = session.get_inputs()
     if kind == "image":
         candidates = [i for i in inputs if len(i.shape) == 4]

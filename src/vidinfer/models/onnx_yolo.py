@@ -16,7 +16,7 @@ Layouts (see shared/MODELS.md):
 * ``yolov5``   ``[N, A, 5+nc+extra]``: cx, cy, w, h, objectness, class scores.
 * ``classify`` ``[N, nc]``: probabilities (softmax applied if they are logits).
 
-This module is the only importer of ``onnxruntime`` in vidinfer.
+Sessions are opened by ``onnx_session``, the only importer of ``onnxruntime`` in vidinfer.
 """
 
 from __future__ import annotations
@@ -32,12 +32,12 @@ from typing import Any
 
 import cv2
 import numpy as np
-import onnxruntime as ort
 
-from vidinfer.core.model import InferenceParams, Model, ModelInfo, session_threads
+from vidinfer.core.model import InferenceParams, Model, ModelInfo
 from vidinfer.core.results import Classification, Detections
 from vidinfer.errors import ModelError
 from vidinfer.models.base import fit_within
+from vidinfer.models.onnx_session import Session, describe, open_session
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ def _dim(value: Any) -> int | None:
     return value if isinstance(value, int) and value > 0 else None
 
 
-def _input_spec(session: ort.InferenceSession, described: str) -> InputSpec:
+def _input_spec(session: Session, described: str) -> InputSpec:
     inputs = session.get_inputs()
     shape = list(inputs[0].shape) if inputs else []
     if len(inputs) != 1 or len(shape) != 4 or _dim(shape[1]) not in (None, 3):
@@ -193,14 +193,7 @@ def _input_spec(session: ort.InferenceSession, described: str) -> InputSpec:
     return InputSpec(inputs[0].name, _dim(shape[0]), _dim(shape[2]), _dim(shape[3]), dtype)
 
 
-def _describe(session: ort.InferenceSession) -> str:
-    """The shapes, for error messages a user can act on."""
-    ins = ", ".join(f"{i.name} {list(i.shape)}" for i in session.get_inputs())
-    outs = ", ".join(f"{o.name} {list(o.shape)}" for o in session.get_outputs())
-    return f"inputs: {ins or 'none'}; outputs: {outs or 'none'}"
-
-
-def _output_shapes(session: ort.InferenceSession, spec: InputSpec, meta: ExportMetadata) -> list[tuple[int, ...]]:
+def _output_shapes(session: Session, spec: InputSpec, meta: ExportMetadata) -> list[tuple[int, ...]]:
     """Concrete output shapes at batch 1; one probe run when the graph leaves any dimension symbolic."""
     declared = [list(o.shape) for o in session.get_outputs()]
     if all(_dim(d) is not None for shape in declared for d in shape[1:]):
@@ -310,40 +303,10 @@ def _yolov5_anchor_counts(input_hw: tuple[int, int]) -> set[int]:
             for strides in ((8, 16, 32), (8, 16, 32, 64))}
 
 
-# -- ONNX Runtime ------------------------------------------------------------------------------------
-def _choose_providers(wanted: Sequence[str]) -> list[str]:
-    """The asked providers that exist here, else CUDA when present, then CPU."""
-    available = ort.get_available_providers()
-    chosen = [p for p in wanted if p in available]
-    if wanted and not chosen:
-        log.warning("none of the ONNX Runtime providers %s is available here (have %s); using the default",
-                    list(wanted), available)
-    if not chosen:
-        chosen = [p for p in ("CUDAExecutionProvider",) if p in available]
-    if "CPUExecutionProvider" not in chosen:
-        chosen.append("CPUExecutionProvider")
-    return chosen
-
-
-def _open_session(path: Path, threads: int, providers: Sequence[str]) -> ort.InferenceSession:
-    """Full graph optimisation, no spin-waiting (frees a core for decoding), and a share of the cores:
-    the pipeline runs ``PARALLEL_BATCHES`` batches through the session at once (``session_threads``)."""
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = session_threads(threads)
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=_choose_providers(providers))
-    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own unexported classes
-        raise ModelError(f"{path} is not a readable ONNX model: {str(exc).strip()[:300]}",
-                         code="invalid_model_file") from exc
-
-
 class _Runner:
     """Runs blobs through the session, in chunks of the fixed batch size when the export has one."""
 
-    def __init__(self, session: ort.InferenceSession, spec: InputSpec) -> None:
+    def __init__(self, session: Session, spec: InputSpec) -> None:
         self.session = session
         self.spec = spec
 
@@ -690,8 +653,8 @@ def load_onnx_model(path: str | os.PathLike[str], *, threads: int = 0, providers
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"model file not found: {path}", code="unknown_model")
-    session = _open_session(path, threads, providers)
-    described = _describe(session)
+    session = open_session(path, threads, providers)
+    described = describe(session)
     spec = _input_spec(session, described)
     meta = ExportMetadata.parse(dict(session.get_modelmeta().custom_metadata_map))
     layout = resolve_layout(_output_shapes(session, spec, meta), meta, _network_hw(spec, meta), described)
