@@ -115,7 +115,8 @@ INFO = ModelInfo(
     classes=("face",),
     input_size=(DETECT_SIZE, DETECT_SIZE),
     source="PyPI mediapipe 0.10.21 (installed --no-deps, files only): face_detection_full_range_sparse.tflite, "
-           "face_landmark.tflite, iris_landmark.tflite; canonical face model from npm @mediapipe/face_mesh 0.4.1657299874",
+           "face_landmark.tflite, iris_landmark.tflite; "
+           "canonical face model from npm @mediapipe/face_mesh 0.4.1657299874",
     license="Apache-2.0 (Google MediaPipe)",
     description="BlazeFace full-range + face mesh + solvePnP on MediaPipe's canonical face + iris landmarks: "
                 "face box, 6 landmarks, eye (else head) yaw/pitch in radians",
