@@ -262,6 +262,32 @@ def test_gaze_falls_back_to_the_head_when_the_eyes_are_covered(registry: ModelRe
     assert abs(gaze["yaw"]) < 10
 
 
+def test_gaze_faces_are_tracked_and_counted(registry: ModelRegistry, tmp_path: Path) -> None:
+    """With tracking, each face gets a ``tracker_id`` (on ``face``, where the hosted API has it), and lines count it."""
+    import jsonschema
+
+    from vidinfer.core.tracking import AnalysisOptions, analyse
+    from vidinfer.results_schema import results_schema
+
+    face = cv2.resize(data.astronaut(), (256, 256), interpolation=cv2.INTER_AREA)
+    photos = []
+    for step in range(6):  # her face (~55 px wide) slides right 50 px a second, across x = 250
+        canvas = np.full((480, 640, 3), 90, dtype=np.uint8)
+        canvas[100:356, 20 + 50 * step:276 + 50 * step] = face
+        photos.append(canvas)
+    video = photos_video(tmp_path / "faces.mp4", photos, fps=4)
+    results = run_inference(str(video), resolve_runs(registry, [ModelRequest("gaze", "gaze")]), Fraction(2))
+    out = analyse(results.results_json, AnalysisOptions.parse(tracker="bytetrack", lines=[[[250, 0], [250, 480]]]))
+    faces = [p["face"] for entry in out["gaze"] for p in entry["predictions"]]
+    assert len(faces) == 12 and all(f["tracker_id"] == 1 for f in faces)
+    assert all("tracker_id" not in p for entry in out["gaze"] for p in entry["predictions"])  # on the face only
+    (track,) = out["tracks"]["gaze"]
+    assert track["class"] == "face" and track["frames_seen"] == 12
+    (line,) = out["counts"]["gaze"]["lines"]
+    assert line["total_in"] + line["total_out"] == 1
+    jsonschema.validate(out, results_schema())
+
+
 def test_gaze_finds_no_face_on_a_coffee_table(registry: ModelRegistry) -> None:
     assert infer_image(registry.load("gaze"), data.coffee())["predictions"] == []
 
