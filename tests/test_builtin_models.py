@@ -262,6 +262,16 @@ def test_gaze_falls_back_to_the_head_when_the_eyes_are_covered(registry: ModelRe
     assert abs(gaze["yaw"]) < 10
 
 
+def test_gaze_uses_the_eyes_down_to_8_px_wide_and_the_head_below(registry: ModelRegistry) -> None:
+    model = registry.load("gaze")
+    full = _gaze(infer_image(model, data.astronaut()))  # eyes ~19.5 px wide
+    small = _gaze(infer_image(model, cv2.resize(data.astronaut(), (300, 300), interpolation=cv2.INTER_AREA)))
+    assert small["source"] == "eyes"  # eyes ~11 px: the same answer within a few degrees (measured 0.7, 3.2)
+    assert abs(small["yaw"] - full["yaw"]) < 3 and abs(small["pitch"] - full["pitch"]) < 5
+    tiny = _gaze(infer_image(model, cv2.resize(data.astronaut(), (192, 192), interpolation=cv2.INTER_AREA)))
+    assert tiny["source"] == "head" and tiny["yaw"] == tiny["head_yaw"]  # eyes ~7 px: too coarse to use
+
+
 def test_gaze_faces_are_tracked_and_counted(registry: ModelRegistry, tmp_path: Path) -> None:
     """With tracking, each face gets a ``tracker_id`` (on ``face``, where the hosted API has it), and lines count it."""
     import jsonschema

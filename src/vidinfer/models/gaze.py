@@ -29,6 +29,7 @@ arrow goes to ``(x - L*sin(yaw)*cos(pitch), y - L*sin(pitch))`` in image pixels.
 So ``yaw > 0``: the person looks towards the image's left (their own right);
 ``pitch > 0``: they look up; both 0: straight at the camera. The eyes count as
 unseen (head pose only) when the head is turned more than ``MAX_HEAD_TURN``,
+when an eye is narrower than ``MIN_EYE_WIDTH`` pixels (a small face),
 when an eye's lids are less than ``MIN_OPENNESS`` of its width apart (closed),
 when the iris is not darker than the white of the eye beside it (covered: the
 models still place an iris there) or when the iris model puts it outside the eye.
@@ -85,6 +86,8 @@ MIN_OPENNESS = 0.15
 MIN_IRIS_CONTRAST = 0.25
 #: an iris further than this from the eye's middle (over its width) is a miss
 MAX_IRIS_OFFSET = 0.4
+#: eyes narrower than this (pixels, corner to corner) are not used: a pixel of iris error there is ~20 degrees
+MIN_EYE_WIDTH = 8.0
 #: beyond this head yaw or pitch the far eye hides and the near one foreshortens: head pose only
 MAX_HEAD_TURN = math.radians(60)
 
@@ -272,7 +275,7 @@ class GazeDetector:
         """One eye's (yaw, pitch) within the head, or None when it is closed, covered or the iris is lost."""
         start, end = mesh[first, :2], mesh[second, :2]
         width = float(np.linalg.norm(end - start))
-        if width < 1.0:
+        if width < MIN_EYE_WIDTH:
             return None
         found = self.iris(image, mesh, first, second, mirror)
         if found.openness < MIN_OPENNESS or found.contrast < MIN_IRIS_CONTRAST:
