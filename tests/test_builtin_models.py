@@ -179,14 +179,123 @@ def test_gaze_finds_the_astronaut_looking_at_the_camera(registry: ModelRegistry)
 def test_gaze_yaw_follows_a_turned_head(registry: ModelRegistry, shift: float, sign: int) -> None:
     model = registry.load("gaze")
     photo = data.astronaut()
-    face, yaw_ahead, _ = _face(infer_image(model, photo))
+    face, _, _ = _face(infer_image(model, photo))
     box = (face["x"] - face["width"] / 2, face["y"] - face["height"] / 2,
            face["x"] + face["width"] / 2, face["y"] + face["height"] / 2)
-    _, yaw, pitch = _face(infer_image(model, turn_face(photo, box, shift)))
-    # features slid to the image's right = the head turned to the image's right = yaw < 0
-    assert sign * (yaw - yaw_ahead) > 4
-    assert sign * yaw > 3
-    assert abs(pitch) < 10
+    ahead = _gaze(infer_image(model, photo))
+    turned = _gaze(infer_image(model, turn_face(photo, box, shift)))
+    # features slid to the image's right = the head turned to the image's right = head yaw < 0. (The warp
+    # squeezes each eye unevenly, which no real turn does, so the eyes' own angle is not checked here.)
+    assert sign * (turned["head_yaw"] - ahead["head_yaw"]) > 4
+    assert sign * turned["head_yaw"] > 3
+    assert abs(turned["head_pitch"]) < 10
+
+
+def _irises(model: Model, image: np.ndarray) -> tuple[list[np.ndarray], float]:
+    """The iris centres the model finds on the one face in ``image``, and the iris radius in pixels."""
+    from vidinfer.models.gaze import EYES, GazeDetector
+
+    assert isinstance(model, GazeDetector)
+    mesh = model.mesh(image, model.detect(image, 0.5)[0])
+    assert mesh is not None
+    centres = [model.iris(image, mesh, first, second, mirror).centre for first, second, mirror in EYES]
+    width = float(np.linalg.norm(mesh[133, :2] - mesh[33, :2]))
+    return centres, 0.23 * width  # an iris is ~12 mm across in a ~28 mm wide eye
+
+
+def move_irises(image: np.ndarray, centres: Sequence[np.ndarray], radius: float, dx: int, dy: int) -> np.ndarray:
+    """Repaint each iris ``dx``, ``dy`` px away, the white of the eye where it was: the eyes turn, the head not."""
+    out = image.copy()
+    ys, xs = np.mgrid[0:image.shape[0], 0:image.shape[1]]
+    disks = [(xs - cx) ** 2 + (ys - cy) ** 2 <= radius ** 2 for cx, cy in centres]
+    for (cx, cy), disk in zip(centres, disks):
+        eye = image[int(cy - radius):int(cy + radius) + 1, int(cx - 2.5 * radius):int(cx + 2.5 * radius) + 1]
+        grey = eye.mean(axis=2)
+        out[disk] = eye[grey >= np.percentile(grey, 85)].mean(axis=0)  # the brightest of the eye: its white
+    for disk in disks:
+        out[np.roll(disk, (dy, dx), axis=(0, 1))] = image[disk]
+    return out
+
+
+def _gaze(entry: dict) -> dict[str, float | str]:
+    """The one face's angles in degrees, and where they come from."""
+    (pred,) = entry["predictions"]
+    out: dict[str, float | str] = {k: math.degrees(pred[k]) for k in ("yaw", "pitch", "head_yaw", "head_pitch")}
+    out["source"] = pred["gaze_source"]
+    return out
+
+
+@pytest.mark.parametrize(("dx", "dy"), [(-3, 0), (3, 0), (0, -3), (0, 3)])
+def test_gaze_follows_irises_moved_while_the_head_stays(registry: ModelRegistry, dx: int, dy: int) -> None:
+    model = registry.load("gaze")
+    photo = data.astronaut()  # 512x512: the pipeline feeds it unscaled, so model pixels are photo pixels
+    ahead = _gaze(infer_image(model, photo))
+    centres, radius = _irises(model, photo)
+    moved = _gaze(infer_image(model, move_irises(photo, centres, radius, dx, dy)))
+    assert ahead["source"] == moved["source"] == "eyes"
+    # the head did not move: its pose stays within a few degrees (measured: <= 3.1)
+    assert abs(moved["head_yaw"] - ahead["head_yaw"]) < 2 and abs(moved["head_pitch"] - ahead["head_pitch"]) < 4
+    turn_yaw, turn_pitch = moved["yaw"] - ahead["yaw"], moved["pitch"] - ahead["pitch"]
+    # irises to the image's left = looking to the image's left = yaw up; irises up = looking up = pitch up
+    # (measured for 3 px on a 19.5 px wide eye: yaw +16.6 / -13.7, pitch +9.7 / -4.1 degrees)
+    if dx:
+        assert -dx * turn_yaw > 8 and abs(turn_pitch) < 4
+    else:
+        assert -dy * turn_pitch > 3 and abs(turn_yaw) < 5
+        eyes_turn = (moved["pitch"] - moved["head_pitch"]) - (ahead["pitch"] - ahead["head_pitch"])
+        assert -dy * eyes_turn > 5  # within the head, the eyes alone turned more
+
+
+def test_gaze_falls_back_to_the_head_when_the_eyes_are_covered(registry: ModelRegistry) -> None:
+    model = registry.load("gaze")
+    photo = data.astronaut()
+    centres, radius = _irises(model, photo)
+    covered = photo.copy()
+    for cx, cy in centres:  # a skin-coloured patch over each eye, from the cheek below it
+        skin = photo[int(cy + 4 * radius):int(cy + 5.5 * radius), int(cx - radius):int(cx + radius)]
+        cv2.ellipse(covered, (round(cx), round(cy)), (round(3.3 * radius), round(1.8 * radius)), 0, 0, 360,
+                    skin.reshape(-1, 3).mean(axis=0).tolist(), -1)
+    gaze = _gaze(infer_image(model, covered))
+    # the face mesh still draws open eyes there; the missing dark iris is what tells
+    assert gaze["source"] == "head"
+    assert gaze["yaw"] == gaze["head_yaw"] and gaze["pitch"] == gaze["head_pitch"]
+    assert abs(gaze["yaw"]) < 10
+
+
+def test_gaze_uses_the_eyes_down_to_8_px_wide_and_the_head_below(registry: ModelRegistry) -> None:
+    model = registry.load("gaze")
+    full = _gaze(infer_image(model, data.astronaut()))  # eyes ~19.5 px wide
+    small = _gaze(infer_image(model, cv2.resize(data.astronaut(), (300, 300), interpolation=cv2.INTER_AREA)))
+    assert small["source"] == "eyes"  # eyes ~11 px: the same answer within a few degrees (measured 0.7, 3.2)
+    assert abs(small["yaw"] - full["yaw"]) < 3 and abs(small["pitch"] - full["pitch"]) < 5
+    tiny = _gaze(infer_image(model, cv2.resize(data.astronaut(), (192, 192), interpolation=cv2.INTER_AREA)))
+    assert tiny["source"] == "head" and tiny["yaw"] == tiny["head_yaw"]  # eyes ~7 px: too coarse to use
+
+
+def test_gaze_faces_are_tracked_and_counted(registry: ModelRegistry, tmp_path: Path) -> None:
+    """With tracking, each face gets a ``tracker_id`` (on ``face``, where the hosted API has it), and lines count it."""
+    import jsonschema
+
+    from vidinfer.core.tracking import AnalysisOptions, analyse
+    from vidinfer.results_schema import results_schema
+
+    face = cv2.resize(data.astronaut(), (256, 256), interpolation=cv2.INTER_AREA)
+    photos = []
+    for step in range(6):  # her face (~55 px wide) slides right 50 px a second, across x = 250
+        canvas = np.full((480, 640, 3), 90, dtype=np.uint8)
+        canvas[100:356, 20 + 50 * step:276 + 50 * step] = face
+        photos.append(canvas)
+    video = photos_video(tmp_path / "faces.mp4", photos, fps=4)
+    results = run_inference(str(video), resolve_runs(registry, [ModelRequest("gaze", "gaze")]), Fraction(2))
+    out = analyse(results.results_json, AnalysisOptions.parse(tracker="bytetrack", lines=[[[250, 0], [250, 480]]]))
+    faces = [p["face"] for entry in out["gaze"] for p in entry["predictions"]]
+    assert len(faces) == 12 and all(f["tracker_id"] == 1 for f in faces)
+    assert all("tracker_id" not in p for entry in out["gaze"] for p in entry["predictions"])  # on the face only
+    (track,) = out["tracks"]["gaze"]
+    assert track["class"] == "face" and track["frames_seen"] == 12
+    (line,) = out["counts"]["gaze"]["lines"]
+    assert line["total_in"] + line["total_out"] == 1
+    jsonschema.validate(out, results_schema())
 
 
 def test_gaze_finds_no_face_on_a_coffee_table(registry: ModelRegistry) -> None:
@@ -201,9 +310,17 @@ def test_gaze_over_a_1080p_video_answers_in_source_pixels(registry: ModelRegistr
     entries = results.results_json["gaze"]
     assert len(entries) == 2
     for entry in entries:
-        assert set(entry) == {"time", "image", "predictions"}
+        assert set(entry) == {"time", "image", "predictions", "time_face_det", "time_gaze_det"}
+        # the hosted split of the frame's time: face detection, then landmarks + head pose + irises
+        assert isinstance(entry["time_face_det"], float) and isinstance(entry["time_gaze_det"], float)
+        assert entry["time_face_det"] > 0 and entry["time_gaze_det"] > 0
         face, yaw, pitch = _face(entry)
-        assert set(face) == {"x", "y", "width", "height", "confidence", "class", "class_id", "landmarks"}
+        assert set(face) == {"x", "y", "width", "height", "confidence", "class", "class_id", "class_confidence",
+                             "landmarks"}
+        assert face["class_confidence"] is None  # as hosted: the face detector has one score
+        (pred,) = entry["predictions"]
+        assert set(pred) == {"face", "yaw", "pitch", "head_yaw", "head_pitch", "gaze_source"}
+        assert pred["gaze_source"] == "eyes" and all(isinstance(pred[k], float) for k in ("head_yaw", "head_pitch"))
         assert len(face["landmarks"]) == 6
         assert abs(face["x"] - (1200 + 225)) < 25 and abs(face["y"] - (300 + 120)) < 25
         assert 80 < face["width"] < 130

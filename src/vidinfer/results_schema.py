@@ -7,7 +7,7 @@ against it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -82,12 +82,19 @@ class ClassificationEntry(_Open):
 
 class Face(Box):
     landmarks: list[Point]
+    class_confidence: float | None = Field(None, description="null, as hosted: the face detector has one score")
+    tracker_id: int | None = Field(None, description="present when the job tracks faces")
 
 
 class Gaze(_Open):
     face: Face
-    yaw: float = Field(description="radians")
-    pitch: float = Field(description="radians")
+    yaw: float = Field(description="radians, where the eyes look (the head where they cannot be seen); "
+                                   "> 0: towards the image's left")
+    pitch: float = Field(description="radians, > 0: up")
+    head_yaw: float | None = Field(None, description="radians, where the head points (vidinfer's addition)")
+    head_pitch: float | None = Field(None, description="radians (vidinfer's addition)")
+    gaze_source: Literal["eyes", "head"] | None = Field(
+        None, description="whether yaw/pitch include the irises (vidinfer's addition)")
 
 
 class GazeEntry(_Open):
@@ -96,6 +103,8 @@ class GazeEntry(_Open):
     time: float
     image: ImageSize
     predictions: list[Gaze]
+    time_face_det: float | None = Field(None, description="seconds finding faces in this frame")
+    time_gaze_det: float | None = Field(None, description="seconds on landmarks, head pose and irises")
 
 
 class EmbeddingEntry(_Open):

@@ -73,6 +73,10 @@ def prediction_to_json(pred: FramePrediction, key: str = "", frame_index: int = 
         base.update(_classification(value))
     elif isinstance(value, Gazes):
         base["predictions"] = _gazes(value)
+        for name in ("time_face_det", "time_gaze_det"):  # the hosted response's own split of ``time``
+            seconds = getattr(value, name)
+            if seconds is not None:
+                base[name] = round(seconds, 6)
     elif isinstance(value, TextLines):
         base["predictions"] = _text_lines(value, key, frame_index)
     else:  # pragma: no cover - exhaustive over Prediction
@@ -132,17 +136,26 @@ def _box(x1: float, y1: float, x2: float, y2: float) -> dict[str, float]:
 
 
 def _gazes(gazes: Gazes) -> list[dict[str, Any]]:
-    """The hosted gaze-detection shape: ``{"face": {box, 6 landmarks}, "yaw", "pitch"}`` per face."""
+    """The hosted gaze-detection shape: ``{"face": {box, 6 landmarks}, "yaw", "pitch"}`` per face.
+
+    ``class_confidence`` is null as in the hosted answer (BlazeFace has one score, ``confidence``);
+    ``head_yaw``, ``head_pitch`` and ``gaze_source`` are vidinfer's additions.
+    """
     out = []
+    assert gazes.head_yaw is not None and gazes.head_pitch is not None and gazes.gaze_source is not None
     for i in range(len(gazes)):
         face = _box(*(float(v) for v in gazes.xyxy[i]))
         face.update({
             "confidence": round(float(gazes.confidence[i]), 4),
             "class": "face",
             "class_id": 0,
+            "class_confidence": None,
             "landmarks": [{"x": round(float(px), 1), "y": round(float(py), 1)} for px, py in gazes.landmarks[i]],
         })
-        out.append({"face": face, "yaw": round(float(gazes.yaw[i]), 4), "pitch": round(float(gazes.pitch[i]), 4)})
+        out.append({"face": face, "yaw": round(float(gazes.yaw[i]), 4), "pitch": round(float(gazes.pitch[i]), 4),
+                    "head_yaw": round(float(gazes.head_yaw[i]), 4),
+                    "head_pitch": round(float(gazes.head_pitch[i]), 4),
+                    "gaze_source": gazes.gaze_source[i]})
     return out
 
 

@@ -28,7 +28,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from vidinfer.core.tracking import COUNTS_KEY, TRACKS_KEY, CountLine, sampling_rate
+from vidinfer.core.tracking import COUNTS_KEY, TRACKS_KEY, CountLine, sampling_rate, tracked_box
 
 Points = Sequence[tuple[float, float]]
 #: a track's samples: (sample index, centre x, centre y, width, height)
@@ -48,7 +48,7 @@ def count_results(results: dict[str, Any], lines: Sequence[CountLine | Points], 
         classes = {t["tracker_id"]: t["class"] for t in tracks}
         paths: dict[int, Path] = defaultdict(list)  # tracker_id -> its samples, in order
         for i, entry in enumerate(results[key]):
-            for p in (entry or {}).get("predictions") or []:
+            for p in map(tracked_box, (entry or {}).get("predictions") or []):
                 if p.get("tracker_id") is not None:
                     paths[p["tracker_id"]].append((i, float(p["x"]), float(p["y"]),
                                                    float(p.get("width") or 0), float(p.get("height") or 0)))

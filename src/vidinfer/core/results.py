@@ -83,16 +83,25 @@ class Embedding:
 
 @dataclass
 class Gazes:
-    """Faces with where each head points (gaze-detection); source pixels, angles in radians."""
+    """Faces with where each looks (gaze-detection); source pixels, angles in radians."""
 
     xyxy: np.ndarray
     confidence: np.ndarray
     #: (N, 6, 2): right eye, left eye, nose tip, mouth, right ear, left ear (the person's own sides)
     landmarks: np.ndarray
-    #: > 0: looking towards the image's left; 0: at the camera
+    #: where the eyes look (the head's direction where they cannot be seen);
+    #: > 0: towards the image's left; 0: at the camera
     yaw: np.ndarray
     #: > 0: looking up
     pitch: np.ndarray
+    #: where the head points, same convention (``yaw`` minus the eyes' turn within the head)
+    head_yaw: np.ndarray | None = None
+    head_pitch: np.ndarray | None = None
+    #: per face: "eyes" when yaw/pitch include the irises, "head" when they are the head's alone
+    gaze_source: list[str] | None = None
+    #: seconds this frame spent finding faces, and on landmarks, head pose and irises
+    time_face_det: float | None = None
+    time_gaze_det: float | None = None
 
     def __post_init__(self) -> None:
         self.xyxy = np.asarray(self.xyxy, dtype=np.float32).reshape(-1, 4)
@@ -101,6 +110,13 @@ class Gazes:
         self.landmarks = np.asarray(self.landmarks, dtype=np.float32).reshape(n, 6, 2)
         self.yaw = np.asarray(self.yaw, dtype=np.float32).reshape(n)
         self.pitch = np.asarray(self.pitch, dtype=np.float32).reshape(n)
+        self.head_yaw = self.yaw.copy() if self.head_yaw is None else np.asarray(self.head_yaw, np.float32).reshape(n)
+        self.head_pitch = (self.pitch.copy() if self.head_pitch is None
+                           else np.asarray(self.head_pitch, np.float32).reshape(n))
+        if self.gaze_source is None:
+            self.gaze_source = ["head"] * n
+        if len(self.gaze_source) != n or not set(self.gaze_source) <= {"eyes", "head"}:
+            raise ValueError(f"gaze_source must be 'eyes' or 'head' for each of {n} faces")
 
     def __len__(self) -> int:
         return len(self.xyxy)

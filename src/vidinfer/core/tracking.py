@@ -8,8 +8,9 @@ pass does (the same input gives the same ids).
 What it adds (see the README's "Tracking and counting"):
 
 - ``tracker_id`` on every prediction of every detection-shaped model (boxes with a ``detection_id``:
-  object-detection, instance-segmentation, keypoint-detection, ocr): an integer from 1, numbered in
-  order of first appearance, or ``null`` for a detection no track claimed (a one-off);
+  object-detection, instance-segmentation, keypoint-detection, ocr), and on the ``face`` of every
+  gaze-detection prediction (as the hosted API puts it): an integer from 1, numbered in order of first
+  appearance, or ``null`` for a detection no track claimed (a one-off);
 - ``results["tracks"][model_key]``: one summary per track.
 
 The tracker is Roboflow's ``trackers`` package (``ByteTrackTracker``, the successor of
@@ -238,8 +239,14 @@ def sampling_rate(results: dict[str, Any]) -> float:
     return 1.0 / statistics.median(steps) if steps else 1.0
 
 
+def tracked_box(pred: dict[str, Any]) -> dict[str, Any]:
+    """The box a track follows in a prediction: the prediction itself, or a gaze prediction's ``face``."""
+    face = pred.get("face")
+    return face if isinstance(face, dict) else pred
+
+
 def detection_columns(results: dict[str, Any]) -> list[str]:
-    """The model keys whose entries hold boxes with a ``detection_id`` (what a tracker can follow)."""
+    """The model keys whose entries hold boxes with a ``detection_id``, or gaze faces (what a tracker follows)."""
     keys = []
     for key, column in results.items():
         if key in ("frame_offset", "time_offset", *ANALYSIS_KEYS) or not isinstance(column, list):
@@ -247,7 +254,8 @@ def detection_columns(results: dict[str, Any]) -> list[str]:
         for entry in column:
             preds = entry.get("predictions") if isinstance(entry, dict) else None
             if isinstance(preds, list) and preds:
-                if isinstance(preds[0], dict) and "detection_id" in preds[0] and "width" in preds[0]:
+                first = preds[0] if isinstance(preds[0], dict) else {}
+                if ("detection_id" in first or "face" in first) and "width" in tracked_box(first):
                     keys.append(key)
                 break
     return keys
@@ -266,9 +274,9 @@ def track_results(results: dict[str, Any], infer_fps: float | None = None, *,
                   lost_seconds: float = LOST_SECONDS) -> dict[str, Any]:
     """Run ByteTrack over every detection-shaped model's samples, in order; returns ``results``.
 
-    Sets ``tracker_id`` on each prediction and ``results["tracks"]``. Deterministic: the same samples
-    give the same ids, however the job was split. A ``null`` entry (a frame that failed) is skipped;
-    the tracker predicts across it by time.
+    Sets ``tracker_id`` on each prediction (a gaze prediction's ``face``) and ``results["tracks"]``.
+    Deterministic: the same samples give the same ids, however the job was split. A ``null`` entry (a
+    frame that failed) is skipped; the tracker predicts across it by time.
     """
     import numpy as np
     import supervision as sv
@@ -297,7 +305,7 @@ def track_results(results: dict[str, Any], infer_fps: float | None = None, *,
         for i, entry in enumerate(column):
             if entry is None:
                 continue
-            preds = entry.get("predictions") or []
+            preds = [tracked_box(p) for p in entry.get("predictions") or []]
             for p in preds:
                 p["tracker_id"] = None
             if i >= len(times):
@@ -350,7 +358,7 @@ def _number_tracks(column: list[Any], members: dict[Any, list[tuple[int, int]]],
         refs = sorted(set(refs))
         track = _Track(first=refs[0][0], order=refs[0][1])
         for i, j in refs:
-            pred = column[i]["predictions"][j]
+            pred = tracked_box(column[i]["predictions"][j])
             track.samples.append(i)
             track.classes[pred["class"]] += 1
             track.class_ids.setdefault(pred["class"], int(pred.get("class_id", 0)))
@@ -359,7 +367,7 @@ def _number_tracks(column: list[Any], members: dict[Any, list[tuple[int, int]]],
     out = []
     for number, (track, refs) in enumerate(tracks, start=1):
         for i, j in refs:
-            column[i]["predictions"][j]["tracker_id"] = number
+            tracked_box(column[i]["predictions"][j])["tracker_id"] = number
         cls = track.classes.most_common(1)[0][0]
         first, last = track.samples[0], track.samples[-1]
         out.append({"tracker_id": number, "class": cls, "class_id": track.class_ids[cls],
@@ -369,7 +377,8 @@ def _number_tracks(column: list[Any], members: dict[Any, list[tuple[int, int]]],
 
 
 #: tasks whose entries are boxes, which tracking, lines and zones work on
-TRACKABLE_TASKS = frozenset({"object-detection", "instance-segmentation", "keypoint-detection", "ocr"})
+TRACKABLE_TASKS = frozenset({"object-detection", "instance-segmentation", "keypoint-detection", "ocr",
+                             "gaze-detection"})
 
 
 def check_analysis_tasks(tasks: dict[str, str], options: AnalysisOptions) -> None:
@@ -377,5 +386,5 @@ def check_analysis_tasks(tasks: dict[str, str], options: AnalysisOptions) -> Non
     if options.tracking and not any(task in TRACKABLE_TASKS for task in tasks.values()):
         found = ", ".join(f"{key} ({task})" for key, task in tasks.items())
         raise InvalidInput(f"tracking, lines and zones need a detection model (object-detection, "
-                           f"instance-segmentation, keypoint-detection or ocr); got {found}",
+                           f"instance-segmentation, keypoint-detection, ocr or gaze-detection); got {found}",
                            code="no_detection_model")

@@ -1,6 +1,6 @@
 """Built-in ``gaze`` (gaze-detection): faces, their 6 landmarks, and where each head points.
 
-Three steps, all offline, all Google MediaPipe models (Apache-2.0):
+Four steps, all offline, all Google MediaPipe models (Apache-2.0):
 
 1. BlazeFace full-range (``face_detection_full_range_sparse.tflite``) finds faces
    and 6 keypoints (right eye, left eye, nose tip, mouth, right ear, left ear;
@@ -13,12 +13,26 @@ Three steps, all offline, all Google MediaPipe models (Apache-2.0):
    generic 6-point head models found in tutorials do not match where the mesh
    model puts its points and gave a +33 degree pitch bias on frontal faces;
    the canonical model is what the mesh was made on.
+4. The iris model (``iris_landmark.tflite``) finds each iris centre on a 64x64
+   crop of the eye, 2.3x its corner-to-corner width, eye corners level, the
+   person's left eye mirrored (as MediaPipe's iris graph does; [0, 1] input).
+   The iris's offset from the middle of the eye corners, over the eye's width,
+   turns into an eye-in-head angle with a simple eyeball: the iris centre moves
+   on a sphere of radius ``EYEBALL_RADIUS`` x the eye's width (about 12 mm for
+   a 30 mm wide eye), so ``angle = asin(offset / radius)``. Those angles, the
+   mean over the open eyes, are added to the head's yaw and pitch.
 
-Yaw and pitch are of the face's forward direction, in radians, with the
+Yaw and pitch are of where the eyes look (step 4) when they can be seen, else of
+the face's forward direction (``gaze_source`` says which), in radians, with the
 convention used to draw the hosted API's gaze arrows: from the face centre, the
 arrow goes to ``(x - L*sin(yaw)*cos(pitch), y - L*sin(pitch))`` in image pixels.
 So ``yaw > 0``: the person looks towards the image's left (their own right);
-``pitch > 0``: they look up; both 0: straight at the camera.
+``pitch > 0``: they look up; both 0: straight at the camera. The eyes count as
+unseen (head pose only) when the head is turned more than ``MAX_HEAD_TURN``,
+when an eye is narrower than ``MIN_EYE_WIDTH`` pixels (a small face),
+when an eye's lids are less than ``MIN_OPENNESS`` of its width apart (closed),
+when the iris is not darker than the white of the eye beside it (covered: the
+models still place an iris there) or when the iris model puts it outside the eye.
 
 The ``.tflite`` files come from the ``mediapipe==0.10.21`` wheel, the last one
 that ships them, installed with ``pip install --no-deps mediapipe==0.10.21``
@@ -32,6 +46,7 @@ do not ship it.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -47,6 +62,7 @@ PACKAGE = "mediapipe"
 INSTALL_HINT = "install mediapipe's model files with: pip install --no-deps mediapipe==0.10.21"
 DETECTOR = "modules/face_detection/face_detection_full_range_sparse.tflite"
 MESH = "modules/face_landmark/face_landmark.tflite"
+IRIS = "modules/iris_landmark/iris_landmark.tflite"
 DETECT_SIZE = 192
 MESH_SIZE = 192
 #: frames larger than this (long side) are scaled down: the mesh crop needs no more
@@ -56,6 +72,24 @@ NMS_IOU = 0.3
 CROP_SCALE = 1.5
 #: below this the mesh model says "no face in this crop"
 FACE_PRESENCE = 0.5
+EYE_SIZE = 64
+#: the eye crop is this much wider than the eye corners are apart (MediaPipe's value)
+EYE_CROP_SCALE = 2.3
+#: mesh landmarks per eye: its two corners (left to right in the image), and whether the crop is
+#: mirrored (the iris model knows the person's right eye only)
+EYES = ((33, 133, False), (362, 263, True))
+#: radius the iris centre turns on, over the eye's corner-to-corner width (~12 mm / ~30 mm)
+EYEBALL_RADIUS = 0.4
+#: lids closer than this (over the eye's width) = closed: that eye is not used (open eyes: ~0.35)
+MIN_OPENNESS = 0.15
+#: an iris less than this much darker than the white beside it is not seen (covered; open: ~0.6)
+MIN_IRIS_CONTRAST = 0.25
+#: an iris further than this from the eye's middle (over its width) is a miss
+MAX_IRIS_OFFSET = 0.4
+#: eyes narrower than this (pixels, corner to corner) are not used: a pixel of iris error there is ~20 degrees
+MIN_EYE_WIDTH = 8.0
+#: beyond this head yaw or pitch the far eye hides and the near one foreshortens: head pose only
+MAX_HEAD_TURN = math.radians(60)
 
 #: MediaPipe's canonical face model (cm; x to the face's left, y up, z out of the face)
 #: for the 33 landmarks of its Procrustes basis: rigid points, no mouth or jaw
@@ -84,10 +118,11 @@ INFO = ModelInfo(
     classes=("face",),
     input_size=(DETECT_SIZE, DETECT_SIZE),
     source="PyPI mediapipe 0.10.21 (installed --no-deps, files only): face_detection_full_range_sparse.tflite, "
-           "face_landmark.tflite; canonical face model from npm @mediapipe/face_mesh 0.4.1657299874",
+           "face_landmark.tflite, iris_landmark.tflite; "
+           "canonical face model from npm @mediapipe/face_mesh 0.4.1657299874",
     license="Apache-2.0 (Google MediaPipe)",
-    description="BlazeFace full-range + face mesh + solvePnP on MediaPipe's canonical face: "
-                "face box, 6 landmarks, head yaw/pitch in radians",
+    description="BlazeFace full-range + face mesh + solvePnP on MediaPipe's canonical face + iris landmarks: "
+                "face box, 6 landmarks, eye (else head) yaw/pitch in radians",
 )
 
 
@@ -100,14 +135,26 @@ class Face:
     score: float
 
 
+@dataclass
+class Iris:
+    """What the iris model says about one eye."""
+
+    centre: np.ndarray  # x, y in image pixels
+    #: lid to lid over corner to corner, from the iris model's own eye outline
+    openness: float
+    #: 1 - the iris's brightness over the white of the eye's: ~0 where no iris is visible
+    contrast: float
+
+
 class GazeDetector:
-    """Face detection, face mesh and head pose; one frame at a time (the files have batch 1)."""
+    """Face detection, face mesh, head pose and irises; one frame at a time (the files have batch 1)."""
 
     info = INFO
 
     def __init__(self, threads: int = 0) -> None:
         self._detector = TFLiteModel(package_file(PACKAGE, DETECTOR, INSTALL_HINT), threads)
         self._mesh = TFLiteModel(package_file(PACKAGE, MESH, INSTALL_HINT), threads)
+        self._iris = TFLiteModel(package_file(PACKAGE, IRIS, INSTALL_HINT), threads)
 
     def image_size(self, source_size: tuple[int, int]) -> tuple[int, int]:
         width, height = source_size
@@ -120,25 +167,31 @@ class GazeDetector:
         return [self._one(image, source_size, params) for image in images]
 
     def _one(self, image: np.ndarray, source_size: tuple[int, int], params: InferenceParams) -> Gazes:
+        started = time.perf_counter()
         faces = self.detect(image, params.confidence)[: params.max_detections]
-        boxes, scores, keypoints, yaws, pitches = [], [], [], [], []
+        detected = time.perf_counter()
+        boxes, scores, keypoints, angles, sources = [], [], [], [], []
         for face in faces:
             mesh = self.mesh(image, face)
             if mesh is None:
                 continue
-            yaw, pitch = head_pose(mesh, image.shape[1], image.shape[0])
+            head = head_pose(mesh, image.shape[1], image.shape[0])
+            eyes = self.eye_angles(image, mesh) if max(abs(head[0]), abs(head[1])) <= MAX_HEAD_TURN else None
+            gaze = head if eyes is None else (head[0] + eyes[0], head[1] + eyes[1])
             boxes.append(face.box)
             scores.append(face.score)
             keypoints.append(face.keypoints)
-            yaws.append(yaw)
-            pitches.append(pitch)
+            angles.append((*gaze, *head))
+            sources.append("head" if eyes is None else "eyes")
         scale = source_size[0] / image.shape[1]
+        angle = np.array(angles, dtype=np.float32).reshape(-1, 4)
         return Gazes(
             xyxy=np.array(boxes, dtype=np.float32).reshape(-1, 4) * scale,
             confidence=np.array(scores, dtype=np.float32),
             landmarks=np.array(keypoints, dtype=np.float32).reshape(-1, 6, 2) * scale,
-            yaw=np.array(yaws, dtype=np.float32),
-            pitch=np.array(pitches, dtype=np.float32),
+            yaw=angle[:, 0], pitch=angle[:, 1], head_yaw=angle[:, 2], head_pitch=angle[:, 3],
+            gaze_source=sources,
+            time_face_det=detected - started, time_gaze_det=time.perf_counter() - detected,
         )
 
     # -- step 1: BlazeFace ---------------------------------------------------------
@@ -186,6 +239,57 @@ class GazeDetector:
         scale = float(np.hypot(*to_image[:, 0]))
         return np.c_[xy, points[:, 2] * scale]
 
+    # -- step 4: the irises -------------------------------------------------------
+    def eye_angles(self, image: np.ndarray, mesh: np.ndarray) -> tuple[float, float] | None:
+        """(yaw, pitch) of the eyes within the head, the mean over the eyes seen; None when none is."""
+        seen = [angles for eye in EYES if (angles := self._eye(image, mesh, *eye)) is not None]
+        if not seen:
+            return None
+        yaw, pitch = np.mean(seen, axis=0)
+        return float(yaw), float(pitch)
+
+    def iris(self, image: np.ndarray, mesh: np.ndarray, first: int, second: int, mirror: bool) -> Iris:
+        """The iris model on the eye whose corners are mesh points ``first``, ``second``."""
+        to_image = _eye_transform(mesh[first, :2], mesh[second, :2], mirror)
+        crop = cv2.warpAffine(image, to_image, (EYE_SIZE, EYE_SIZE),
+                              flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+        contour, iris = self._iris(crop.astype(np.float32)[None] / 255.0)
+        iris = iris.reshape(5, 3)[:, :2]  # centre, then 4 points on the iris's edge (crop pixels)
+        lids = contour.reshape(71, 3)[:16, 1]  # the eye's outline: both lids, corner to corner
+        radius = float(np.linalg.norm(iris[1:] - iris[0], axis=1).mean())
+        grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY).astype(np.float32)
+        ys, xs = np.mgrid[0:EYE_SIZE, 0:EYE_SIZE]
+        distance = np.hypot(xs - iris[0, 0], ys - iris[0, 1])
+        eye_width = EYE_SIZE / EYE_CROP_SCALE
+        # the white of the eye: beside the iris, between the corners, at the iris's height
+        beside = (np.abs(xs - EYE_SIZE / 2) <= eye_width / 2) & (np.abs(ys - iris[0, 1]) <= 0.6 * radius) \
+            & (distance > 1.3 * radius)
+        inside = grey[distance <= 0.7 * radius]
+        sclera = float(np.percentile(grey[beside], 90)) if beside.any() else 0.0
+        contrast = 1.0 - float(inside.mean()) / sclera if inside.size and sclera > 0 else 0.0
+        return Iris(centre=to_image @ np.array([*iris[0], 1.0]),
+                    openness=float(np.ptp(lids)) / eye_width, contrast=contrast)
+
+    def _eye(self, image: np.ndarray, mesh: np.ndarray, first: int, second: int,
+             mirror: bool) -> tuple[float, float] | None:
+        """One eye's (yaw, pitch) within the head, or None when it is closed, covered or the iris is lost."""
+        start, end = mesh[first, :2], mesh[second, :2]
+        width = float(np.linalg.norm(end - start))
+        if width < MIN_EYE_WIDTH:
+            return None
+        found = self.iris(image, mesh, first, second, mirror)
+        if found.openness < MIN_OPENNESS or found.contrast < MIN_IRIS_CONTRAST:
+            return None
+        across = (end - start) / width  # the eye's own axes: along the corners, and down
+        down = np.array([-across[1], across[0]])
+        offset = found.centre - (start + end) / 2
+        dx, dy = float(offset @ across) / width, float(offset @ down) / width
+        if math.hypot(dx, dy) > MAX_IRIS_OFFSET:
+            return None
+        # the iris towards the image's left is a yaw > 0, up a pitch > 0 (the head's convention)
+        return (math.asin(min(1.0, max(-1.0, -dx / EYEBALL_RADIUS))),
+                math.asin(min(1.0, max(-1.0, -dy / EYEBALL_RADIUS))))
+
 
 def head_pose(mesh: np.ndarray, width: int, height: int) -> tuple[float, float]:
     """(yaw, pitch) in radians of the face's forward direction; see the module docstring.
@@ -231,6 +335,18 @@ def _crop_transform(face: Face) -> np.ndarray:
     cos, sin = math.cos(angle) * scale, math.sin(angle) * scale
     linear = np.array([[cos, -sin], [sin, cos]])
     offset = centre - linear @ np.array([MESH_SIZE / 2, MESH_SIZE / 2])
+    return np.c_[linear, offset]
+
+
+def _eye_transform(start: np.ndarray, end: np.ndarray, mirror: bool) -> np.ndarray:
+    """2x3 affine from eye-crop pixels to image pixels: square, 2.3x the corners' distance, corners level."""
+    angle = math.atan2(end[1] - start[1], end[0] - start[0])
+    scale = float(np.linalg.norm(end - start)) * EYE_CROP_SCALE / EYE_SIZE
+    cos, sin = math.cos(angle) * scale, math.sin(angle) * scale
+    linear = np.array([[cos, -sin], [sin, cos]])
+    if mirror:
+        linear = linear @ np.diag([-1.0, 1.0])
+    offset = (start + end) / 2 - linear @ np.array([EYE_SIZE / 2, EYE_SIZE / 2])
     return np.c_[linear, offset]
 
 
