@@ -95,7 +95,7 @@ def test_per_class_per_minute_and_top_samples_are_exact() -> None:
     assert [(s["frame_offset"], s["only_a"], s["only_b"]) for s in doc["top_samples"]] == [(70, 0, 2), (0, 1, 0)]
     assert doc["top_samples"][1]["only_a_boxes"] == [{"class": "car", "x": 300.0, "y": 100.0, "width": 40.0,
                                                       "height": 80.0, "confidence": 0.8}]
-    assert doc["samples"] == {"compared": 4, "only_in_a": 0, "only_in_b": 0}
+    assert doc["samples"] == {"compared": 4, "only_in_a": 0, "only_in_b": 0, "null": 0}
     assert doc["params"] == {"a": "A", "b": "B", "model_a": "m", "model_b": "m", "iou": 0.5, "top": 2}
     assert doc["warnings"] == ["a results file does not say which video it was made from (an older file): not checked"]
     # a looser IoU pairs what a strict one does not
@@ -108,12 +108,23 @@ def test_samples_are_aligned_on_common_frame_offsets() -> None:
     a = _results([[_p(10, 10, 10, 10)]] * 4, frames=[0, 10, 20, 30])
     b = _results([[_p(10, 10, 10, 10)]] * 3, frames=[0, 15, 30])
     doc = compare(a, b)
-    assert doc["samples"] == {"compared": 2, "only_in_a": 2, "only_in_b": 1}
+    assert doc["samples"] == {"compared": 2, "only_in_a": 2, "only_in_b": 1, "null": 0}
     assert doc["totals"]["matched"] == 2 and doc["totals"]["disagreements"] == 0 and doc["top_samples"] == []
     assert "2 samples only in A and 1 only in B were left out" in doc["warnings"][-1]
     with pytest.raises(InvalidInput) as none:
         compare(a, _results([[]], frames=[5]))
     assert none.value.code == "results_mismatch"
+
+
+def test_a_null_entry_is_no_verdict_not_a_disagreement() -> None:
+    """``null``: the frame failed on that side (a partial run); its boxes are unknown, not absent."""
+    a = _results([[_p(10, 10, 10, 10)], [_p(10, 10, 10, 10)]])
+    b = _results([[_p(10, 10, 10, 10)], [_p(10, 10, 10, 10)]])
+    b["m"][1] = None
+    doc = compare(a, b)
+    assert doc["samples"] == {"compared": 1, "only_in_a": 0, "only_in_b": 0, "null": 1}
+    assert doc["totals"]["only_a"] == 0 and doc["totals"]["matched"] == 1
+    assert "null entry" in doc["warnings"][-1]
 
 
 VIDEO = {"width": 640, "height": 480, "frame_count": 300, "duration": 10.0, "fps": 30.0}
@@ -204,7 +215,8 @@ def test_cli_diff_of_two_real_runs_as_json_and_tables(runs: dict[str, Path], tmp
     doc = json.loads(proc.stdout)
     assert doc["params"]["model_a"] == "a" and doc["params"]["model_b"] == "b"
     assert doc["per_class"] == EXPECTED_PER_CLASS
-    assert doc["samples"] == {"compared": 10, "only_in_a": 0, "only_in_b": 0} and doc["warnings"] == []
+    assert doc["samples"] == {"compared": 10, "only_in_a": 0, "only_in_b": 0, "null": 0}
+    assert doc["warnings"] == []
     assert [s["frame_offset"] for s in doc["top_samples"]] == [0, 6, 12, 18, 24, 30, 36, 42]
     # in source pixels: A's dog at (200, 60)-(250, 110), B's at (200, 160)-(250, 210)
     first = doc["top_samples"][0]

@@ -204,6 +204,8 @@ def compare(a: dict[str, Any], b: dict[str, Any], *, model_a: str | None = None,
     common = [(i, index_b[f]) for i, f in enumerate(frames_a) if f in index_b]
     if not common:
         raise InvalidInput("A and B have no sample (frame_offset) in common", code="results_mismatch")
+    if any(col_a[ia] is None or col_b[ib] is None for ia, ib in common):
+        warnings.append("samples with a null entry (a frame that failed in A or B) were left out")
     if len(common) < max(len(frames_a), len(frames_b)):
         warnings.append(f"{len(frames_a) - len(common)} samples only in A and {len(frames_b) - len(common)} only "
                         f"in B were left out (another infer_fps or range?)")
@@ -217,7 +219,11 @@ def compare(a: dict[str, Any], b: dict[str, Any], *, model_a: str | None = None,
     minute_classes: dict[int, Counter] = defaultdict(Counter)
     minute_samples: Counter = Counter()
     samples = []
+    nulls = 0
     for ia, ib in common:
+        if col_a[ia] is None or col_b[ib] is None:  # a frame one side failed to decode or infer: no verdict
+            nulls += 1
+            continue
         boxes_a, boxes_b = _boxes(col_a[ia]), _boxes(col_b[ib])
         pairs = match(boxes_a, boxes_b, iou)
         paired_a, paired_b = {i for i, _, _ in pairs}, {j for _, j, _ in pairs}
@@ -268,8 +274,8 @@ def compare(a: dict[str, Any], b: dict[str, Any], *, model_a: str | None = None,
     return {
         "version": DIFF_VERSION,
         "params": {"a": sources[0], "b": sources[1], "model_a": key_a, "model_b": key_b, "iou": iou, "top": top},
-        "samples": {"compared": len(common), "only_in_a": len(frames_a) - len(common),
-                    "only_in_b": len(frames_b) - len(common)},
+        "samples": {"compared": len(common) - nulls, "only_in_a": len(frames_a) - len(common),
+                    "only_in_b": len(frames_b) - len(common), "null": nulls},
         "totals": totals,
         "per_class": per_class,
         "per_minute": per_minute,
