@@ -314,3 +314,26 @@ def test_api_diffs_two_finished_jobs_of_one_input(runs: dict[str, Path], tmp_pat
         cancelled = httpx.delete(f"{srv.url}/videoinfer", params={"api_key": key, "job_id": unfinished}).json()
         assert cancelled["state"] != "done"
         assert error(job_b=unfinished) == (400, "job_not_done")
+
+
+def test_coco_at_two_thresholds_the_strict_run_is_inside_the_loose_one(tmp_path: Path) -> None:
+    """Real photos through the built-in detector: what passes 0.5 also passes 0.05, box for box, so every
+    box of B pairs with the same box of A (IoU 1, no confidence shift) and only A has boxes of its own."""
+    from vidinfer.demo import build_demo_video
+
+    video = build_demo_video(tmp_path / "demo.mp4")
+    for name, conf in (("loose", 0.05), ("strict", 0.5)):
+        proc = _cli("infer", str(video), "-m", f"coco:confidence={conf}", "--fps", "1", "--end", "4", "-o",
+                    str(tmp_path / f"{name}.json"), "-q", data_dir=tmp_path / "data")
+        assert proc.returncode == 0, proc.stderr
+    proc = _cli("diff", str(tmp_path / "loose.json"), str(tmp_path / "strict.json"), "--json", data_dir=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    t = doc["totals"]
+    assert t["count_a"] > t["count_b"] > 0
+    assert (t["matched"], t["only_b"], t["only_a"]) == (t["count_b"], 0, t["count_a"] - t["count_b"])
+    assert t["precision"] == 1.0 and t["confidence_shift"] == 0.0
+    for cls, c in doc["per_class"].items():
+        assert c["only_b"] == 0 and c["matched"] == c["count_b"], cls
+        if c["matched"]:
+            assert (c["mean_iou"], c["confidence_shift"]) == (1.0, 0.0), cls
