@@ -193,8 +193,9 @@ def compare(a: dict[str, Any], b: dict[str, Any], *, model_a: str | None = None,
         raise InvalidInput(f"iou must be in (0, 1], got {iou:g}", code="invalid_input")
     if not isinstance(a, dict) or not isinstance(b, dict):
         raise InvalidInput("a results file must be a JSON object", code="invalid_results")
-    frames_a, times_a = _offsets(a, "A")
-    frames_b, _ = _offsets(b, "B")
+    named = [side if src == side else f"{side} ({src})" for side, src in zip("AB", sources)]
+    frames_a, times_a = _offsets(a, named[0])
+    frames_b = _offsets(b, named[1])[0]
     warnings = check_same_video(a, b, force)
     key_a, key_b = pick_column(a, model_a, "A"), pick_column(b, model_b, "B")
     col_a, col_b = a[key_a], b[key_b]
@@ -239,11 +240,13 @@ def compare(a: dict[str, Any], b: dict[str, Any], *, model_a: str | None = None,
             minutes[minute].matched += 1
             shifts[cls].append(boxes_b[j].confidence - boxes_a[i].confidence)
             ious[cls].append(v)
-        for side, unmatched in (("only_a", only_a), ("only_b", only_b)):
-            for box in unmatched:
-                setattr(classes[box.cls], side, getattr(classes[box.cls], side) + 1)
-                setattr(minutes[minute], side, getattr(minutes[minute], side) + 1)
-                minute_classes[minute][box.cls] += 1
+        for box in only_a:
+            classes[box.cls].only_a += 1
+            minutes[minute].only_a += 1
+        for box in only_b:
+            classes[box.cls].only_b += 1
+            minutes[minute].only_b += 1
+        minute_classes[minute].update(box.cls for box in only_a + only_b)
         samples.append({"frame_offset": frames_a[ia], "time_offset": times_a[ia], "matched": len(pairs),
                         "only_a": len(only_a), "only_b": len(only_b), "disagreements": len(only_a) + len(only_b),
                         "only_a_boxes": [x.as_dict() for x in only_a],
