@@ -570,6 +570,67 @@ def summary_cmd(results: Path, png: Path | None) -> None:
         click.echo(f"chart -> {png}", err=True)
 
 
+
+# -- diff --------------------------------------------------------------------------
+def _load_results(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"{path} is not a results JSON file: {exc}", code="invalid_results") from exc
+    if not isinstance(data, dict):
+        raise InvalidInput(f"{path} is not a results JSON file (expected an object)", code="invalid_results")
+    return data
+
+
+@cli.command("diff")
+@click.argument("a", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("b", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--model-a", metavar="KEY", help="A's detection column [default: its only one].")
+@click.option("--model-b", metavar="KEY", help="B's detection column [default: its only one].")
+@click.option("--iou", default=0.5, show_default=True, type=click.FloatRange(0, 1, min_open=True),
+              help="Boxes of one class overlapping at least this much are the same object.")
+@click.option("--top", default=8, show_default=True, type=click.IntRange(0, 1000),
+              help="How many samples to list where A and B disagree most.")
+@click.option("--json", "as_json", is_flag=True, help="Print the diff as JSON (README: the diff document).")
+@click.option("--png", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write a chart of disagreements per minute; with --video, a contact sheet NAME.sheet.png.")
+@click.option("--video", help="The video both ran on: --png then draws the top disagreements from it.")
+@click.option("--force", is_flag=True, help="Compare results made from different videos.")
+@click.pass_obj
+def diff_cmd(obj: Context, a: Path, b: Path, model_a: str | None, model_b: str | None, iou: float, top: int,
+             as_json: bool, png: Path | None, video: str | None, force: bool) -> None:
+    """Where two runs on one video disagree: per class matched / only in A / only in B, per minute, worst samples."""
+    from vidinfer.diff import compare, print_diff, sheet_path, write_chart, write_contact_sheet
+
+    if video is not None and png is None:
+        raise InvalidInput("--video draws the contact sheet of --png: give --png too")
+    data_a, data_b = _load_results(a), _load_results(b)
+    doc = compare(data_a, data_b, model_a=model_a, model_b=model_b, iou=iou, top=top, force=force,
+                  sources=(str(a), str(b)))
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        from rich.console import Console
+
+        print_diff(doc, Console())
+    if png is not None:
+        write_chart(doc, png)
+        click.echo(f"chart -> {png}", err=True)
+        if video is not None:
+            with tempfile.TemporaryDirectory(prefix="vidinfer-") as tmp:
+                path = _local_video(obj, video, Path(tmp), quiet=True)
+                if data_a.get("video") is not None:
+                    from vidinfer.core.video import probe
+                    from vidinfer.render import check_video
+
+                    warning = check_video(data_a, probe(path), force)
+                    if warning:
+                        click.echo(f"warning: {warning}", err=True)
+                sheet = sheet_path(png)
+                drawn = write_contact_sheet(doc, data_a, data_b, path, sheet, threads=obj.settings.decode_threads)
+            click.echo(f"contact sheet ({drawn} samples, A orange, B blue) -> {sheet}" if drawn
+                       else "no disagreements: no contact sheet", err=True)
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: map vidinfer errors to one line and an exit code."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])

@@ -190,11 +190,6 @@ def _points(points: list[list[float]]) -> str:
 
 def write_chart(results: dict[str, Any], path: Path) -> None:
     """A PNG of counts over time: detections per class per sample, line crossings so far, zone occupancy."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     times: list[float] = results.get("time_offset") or []
     summaries = summarise(results)
     panels: list[tuple[str, list[tuple[str, list[float]]]]] = []
@@ -208,6 +203,17 @@ def write_chart(results: dict[str, Any], path: Path) -> None:
             panels.append((f"{s.key}: objects in zone", [(zone["name"], zone["present"]) for zone in s.zones]))
     if not panels:
         panels.append(("no detections", []))
+    plot_panels(times, panels, path)
+
+
+def plot_panels(times: list[float], panels: list[tuple[str, list[tuple[str, list[float]]]]], path: Path,
+                xlabel: str = "time (s)") -> None:
+    """Stacked step charts sharing the time axis, one titled panel per ``(title, [(label, values)])``, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.6 * len(panels)), sharex=True, squeeze=False)
     for ax, (title, series) in zip(axes[:, 0], panels):
         for label, values in series:
@@ -217,9 +223,8 @@ def write_chart(results: dict[str, Any], path: Path) -> None:
         if series:
             ax.legend(loc="upper left", fontsize=8, ncol=min(4, len(series)))
         ax.grid(alpha=0.3)
-    axes[-1, 0].set_xlabel("time (s)")
+    axes[-1, 0].set_xlabel(xlabel)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
