@@ -105,6 +105,18 @@ class Server:
         response.raise_for_status()
         return response.json()
 
+    def wait_render(self, key: str, job_id: str, timeout: float = 180.0) -> dict[str, Any]:
+        """Poll a job's render until it ends (its status shares the status rate limit: a 429 is not expected
+        at this pace)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            r = httpx.get(f"{self.url}/videoinfer/render", params={"api_key": key, "job_id": job_id}, timeout=30)
+            r.raise_for_status()
+            if r.json()["status"] != 1:
+                return r.json()
+            time.sleep(0.3)
+        raise TimeoutError(self.log.read_text()[-3000:])
+
     def wait(self, key: str, job_id: str, timeout: float = 180.0) -> dict[str, Any]:
         """Poll until the job ends, as a client should: a 429 waits its ``Retry-After`` (the status
         endpoint allows ``VIDINFER_STATUS_RATE_PER_MINUTE``, 120 by default, after a burst)."""

@@ -8,10 +8,8 @@ import json
 import os
 import subprocess
 import sys
-import time
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
 
 import av
 import httpx
@@ -42,17 +40,6 @@ def packed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def sparse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_sparse_avi(tmp_path_factory.mktemp("avi") / "sparse.avi")
-
-
-def _wait_render(server: Server, key: str, job_id: str, timeout: float = 180.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        r = httpx.get(f"{server.url}/videoinfer/render", params={"api_key": key, "job_id": job_id}, timeout=30)
-        r.raise_for_status()
-        if r.json()["status"] != 1:
-            return r.json()
-        time.sleep(0.3)
-    raise TimeoutError(server.log.read_text()[-3000:])
 
 
 def _output_frames(path: Path) -> list[tuple[int, int]]:
@@ -152,7 +139,7 @@ def test_api_job_on_a_packed_avi_is_whole_and_renders(server: Server, packed: Pa
     assert status["status"] == 0 and not status["partial"] and not status.get("warnings"), status
     params = {"api_key": key, "job_id": job_id}
     assert httpx.post(f"{server.url}/videoinfer/render", params=params, json={}).status_code == 200
-    done = _wait_render(server, key, job_id)
+    done = server.wait_render(key, job_id)
     assert done["status"] == 0, done
     (tmp_path / "rendered.mp4").write_bytes(httpx.get(done["rendered_signed_url"], timeout=60).content)
     frames = _output_frames(tmp_path / "rendered.mp4")  # boxes may be drawn over the labels: count frames
@@ -169,7 +156,7 @@ def test_api_render_failure_names_no_server_path_nor_raw_exception(server: Serve
     found[0].write_text(json.dumps({"frame_offset": [0, "x"], "time_offset": [0, 1]}))
     params = {"api_key": key, "job_id": job_id}
     assert httpx.post(f"{server.url}/videoinfer/render", params=params, json={}).status_code == 200
-    failed = _wait_render(server, key, job_id)
+    failed = server.wait_render(key, job_id)
     error = failed["error"]
     assert failed["state"] == "failed" and error["code"] == "internal_error", failed
     message = error["message"]

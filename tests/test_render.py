@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 from server import Server
-from videos import decode_reference, frame_label, make_video
+from videos import decode_reference, make_video
 
 from vidinfer.core.video import probe
 from vidinfer.errors import InvalidInput
@@ -240,17 +239,6 @@ def server(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
         yield srv
 
 
-def _wait_render(server: Server, key: str, job_id: str, timeout: float = 180.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        r = httpx.get(f"{server.url}/videoinfer/render", params={"api_key": key, "job_id": job_id}, timeout=30)
-        r.raise_for_status()
-        if r.json()["status"] != 1:
-            return r.json()
-        time.sleep(0.3)
-    raise TimeoutError(server.log.read_text()[-3000:])
-
-
 def test_api_renders_a_finished_job_in_a_worker(server: Server, tmp_path: Path) -> None:
     from vidinfer.demo import build_demo_video
 
@@ -271,7 +259,7 @@ def test_api_renders_a_finished_job_in_a_worker(server: Server, tmp_path: Path) 
 
     r = httpx.post(f"{server.url}/videoinfer/render", params=params, json={"blur": ["person"], "end": 4})
     assert r.status_code == 200 and r.json()["status"] == 1, r.text
-    done = _wait_render(server, key, job_id)
+    done = server.wait_render(key, job_id)
     assert done["status"] == 0 and done["progress"] == 1.0, done
     assert httpx.get(f"{server.url}/videoinfer/render", params={**params, "api_key": other}).status_code == 404
 
