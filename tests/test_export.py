@@ -36,7 +36,7 @@ FPS = 2
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "vidinfer.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "vidinfer.cli", *args], capture_output=True, text=True, check=False,
                           timeout=300, cwd=cwd, env={**os.environ, "VIDINFER_DATA_DIR": str(cwd or Path.cwd())})
 
 

@@ -455,7 +455,7 @@ def captions(results: dict[str, Any], keys: list[str]) -> list[tuple[float, floa
     duration = float((results.get(VIDEO_KEY) or {}).get("duration") or 0) or (math.floor(times[-1]) + 1.0)
     by_second: dict[int, list[int]] = {}
     for i, t in enumerate(times):
-        by_second.setdefault(int(math.floor(t)), []).append(i)
+        by_second.setdefault(math.floor(t), []).append(i)
     cues: list[tuple[float, float, str]] = []
     for second in sorted(by_second):
         text = _caption_text(results, keys, by_second[second])
