@@ -262,6 +262,20 @@ def test_captions_read_by_webvtt_py(tracked: Path) -> None:
         assert "1 cat" in cues[2][2]
 
 
+def test_a_failed_frame_is_skipped_by_every_format(tracked: Path) -> None:
+    """A ``null`` entry (that model failed on that frame) gives no rows, boxes or captions, never a crash."""
+    results = json.loads(tracked.read_text())
+    results["coco"][0] = None
+    results["ocr"][2] = None
+    for fmt in FORMATS:
+        assert export_bytes(results, fmt, "coco" if fmt in ("mot", "coco", "cvat") else None)
+    lines = export_bytes(results, "csv").decode().splitlines()
+    assert not [line for line in lines if line.startswith("0.0,0,coco,")]
+    coco = json.loads(export_bytes(results, "coco", "coco"))
+    assert len(coco["images"]) == 6 and {a["image_id"] for a in coco["annotations"]} == {2, 5, 6}
+    assert export_bytes(results, "mot", "coco").decode().startswith("3,1,")
+
+
 def test_bad_inputs_get_clear_errors(tracked: Path, tmp_path: Path) -> None:
     not_results = tmp_path / "x.json"
     not_results.write_text("[1, 2]")
