@@ -18,6 +18,7 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -305,8 +306,14 @@ def test_api_export_is_a_signed_url_to_the_stored_export(tmp_path: Path) -> None
             assert body["format"] == fmt and body["job_id"] == job
             download = httpx.get(body["export_signed_url"])
             assert download.status_code == 200 and download.content == export_bytes(results, fmt)
-            again = httpx.get(base, params={"api_key": key, "format": fmt}).json()  # stored: made once
-            assert again["export_signed_url"].split("?")[0] == body["export_signed_url"].split("?")[0]
+            # stored beside the results, and served from there when asked again (made once per format)
+            stored = server.data_dir / "blobs" / urlsplit(body["export_signed_url"]).path.split("/blobs/", 1)[1]
+            assert stored.parent == server.data_dir / "blobs" / "results" / "acme"
+            assert stored.read_bytes() == download.content
+            stored.write_bytes(b"kept")
+            again = httpx.get(base, params={"api_key": key, "format": fmt}).json()
+            assert httpx.get(again["export_signed_url"]).content == b"kept"
+            stored.write_bytes(download.content)
         rows = list(csv.DictReader(io.StringIO(download_text(base, key, "csv"))))
         assert {r["class"] for r in rows} >= {"person", "cat"} and all(r["tracker_id"] for r in rows[:2])
         one = httpx.get(base, params={"api_key": key, "format": "csv", "model": "coco"}).json()
