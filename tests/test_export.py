@@ -329,6 +329,11 @@ def test_api_export_is_a_signed_url_to_the_stored_export(tmp_path: Path) -> None
         missing = httpx.get(f"{server.url}/videoinfer/nope/export", params={"api_key": key, "format": "csv"})
         assert missing.status_code == 404
 
+        untracked = server.wait(key, server.submit(key, url, infer_fps=1).json()["job_id"])
+        answer = httpx.get(f"{server.url}/videoinfer/{untracked['job_id']}/export",
+                           params={"api_key": key, "format": "mot"})
+        assert (answer.status_code, answer.json()["error"]["code"]) == (400, "not_tracked"), answer.text
+
         running = server.submit(key, url, infer_fps=FPS).json()["job_id"]
         httpx.delete(f"{server.url}/videoinfer", params={"api_key": key, "job_id": running})
         answer = httpx.get(f"{server.url}/videoinfer/{running}/export", params={"api_key": key, "format": "csv"})

@@ -26,11 +26,18 @@ class ExportOut(BaseModel):
 
 
 def export_key(workspace: str, job_id: str, fmt: str, model: str | None) -> str:
-    """Beside the results (``results/<ws>/<job>.json``); a model's export is keyed by its column's index,
-    never by the client's string."""
+    """Beside the results (``results/<ws>/<job>.json``); ``model`` is the index of the model column
+    exported, never the client's string."""
     from vidinfer.export import FORMATS
 
     return f"results/{workspace}/{job_id}.export{'' if model is None else '-' + model}{FORMATS[fmt]}"
+
+
+def _results(service: ServiceDep, key: str) -> dict:
+    results = json.loads(service.blobs.get_bytes(key))
+    if not isinstance(results, dict):
+        raise NotFound("the job's results are missing", code="results_missing")
+    return results
 
 
 @router.get("/videoinfer/{job_id}/export", response_model=ExportOut, responses=error_responses(400, 401, 404, 422))
@@ -49,9 +56,10 @@ def export_results(service: ServiceDep, caller: CallerDep, job_id: Annotated[str
         raise InvalidInput(f"the job is {job.state.value}: only a finished job (status 0) can be exported",
                            code="job_not_done")
     ttl = service.settings.results_url_ttl
+    results = None
     index = None
     if model is not None:
-        results = json.loads(service.blobs.get_bytes(job.result_key))
+        results = _results(service, job.result_key)
         columns = model_columns(results)
         if model not in columns:
             raise InvalidInput(f"the job has no model {model[:100]!r}; it has {', '.join(columns) or 'none'}",
@@ -59,10 +67,8 @@ def export_results(service: ServiceDep, caller: CallerDep, job_id: Annotated[str
         index = str(columns.index(model))
     key = export_key(job.workspace, job.id, format, index)
     if not service.blobs.exists(key):
-        if model is None:
-            results = json.loads(service.blobs.get_bytes(job.result_key))
-        if not isinstance(results, dict):
-            raise NotFound("the job's results are missing", code="results_missing")
+        if results is None:
+            results = _results(service, job.result_key)
         service.blobs.put_bytes(key, export_bytes(results, format, model))
     return ExportOut(job_id=job.id, format=format, model=model,
                      export_signed_url=service.blobs.sign_url("GET", key, ttl))
