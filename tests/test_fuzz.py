@@ -52,8 +52,8 @@ def _config(path: Path, ids: dict[str, str]) -> Path:
         return json.dumps(value)  # a JSON string is a valid TOML basic string
 
     lines = ["[parameters]", f'"query.api_key" = {toml(ids["key"])}']
-    bindings = {"query.job_id": "jobs", "path.workspace": "workspaces", "path.project": "projects",
-                "path.version": "versions"}
+    bindings = {"query.job_id": "jobs", "path.job_id": "jobs", "path.workspace": "workspaces",
+                "path.project": "projects", "path.version": "versions"}
     for param, dictionary in bindings.items():
         lines.append(f'"{param}" = {{ dictionary = "{dictionary}", probability = 0.5 }}')
     values = {"jobs": [ids["job_id"]], "workspaces": ["acme"], "projects": ["people"], "versions": ["1"]}

@@ -47,7 +47,9 @@ def loaded_after(code: str) -> set[str]:
     ("import vidinfer.core.sampling", (*OUTSIDE_WORLD, "av", "onnxruntime", "cv2")),
     ("import vidinfer.core.video, vidinfer.core.results, vidinfer.core.pipeline",
      (*OUTSIDE_WORLD, "vidinfer.models", "onnxruntime")),
-], ids=["package", "errors", "sdk", "client-instance", "core.sampling", "core"])
+    # the export writers: no HTTP or database, and pyarrow only when a parquet file is asked for
+    ("import vidinfer.export", (*OUTSIDE_WORLD, "pyarrow", "pandas")),
+], ids=["package", "errors", "sdk", "client-instance", "core.sampling", "core", "export"])
 def test_layer_loads_only_what_it_should(code: str, forbidden: tuple[str, ...]) -> None:
     loaded = loaded_after(code)
     assert not loaded.intersection(forbidden), f"{code!r} loaded {sorted(loaded.intersection(forbidden))}"

@@ -84,6 +84,17 @@ def test_sign_in_upload_run_and_watch_the_predictions_play(browser, server: Serv
     legend = page.inner_text("#legend")
     assert "person" in legend and "cat" in legend
     assert "/results/acme/" in page.get_attribute("#download-results", "href")
+    # the results in another tool's format: a COCO file of the job's boxes; MOT needs a tracked job
+    page.select_option("#export-format", "coco")
+    page.click("#export")
+    page.wait_for_selector("#download-export:not([hidden])", timeout=30_000)
+    coco = httpx.get(page.get_attribute("#download-export", "href")).json()
+    assert coco["annotations"] and "person" in {c["name"] for c in coco["categories"]}
+    assert page.get_attribute("#download-export", "download").endswith(".coco.json")
+    page.select_option("#export-format", "mot")
+    page.click("#export")
+    page.wait_for_selector("#export-state:has-text('not_tracked')", timeout=30_000)
+    assert page.is_hidden("#download-export")
     assert _painted(page, "#timeline") > 500
 
     # seek into the astronaut's scene: the overlay draws her box over the playing video

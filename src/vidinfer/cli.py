@@ -631,6 +631,54 @@ def diff_cmd(obj: Context, a: Path, b: Path, model_a: str | None, model_b: str |
             click.echo(f"contact sheet ({drawn} samples, A orange, B blue) -> {sheet}" if drawn
                        else "no disagreements: no contact sheet", err=True)
 
+
+# -- export ------------------------------------------------------------------------
+_EXPORT_HELP = """Write RESULTS in another format (-o OUT, default: RESULTS' name with the format's extension).
+
+\b
+  jsonl    one line per sample: offsets and each model's entry
+  csv      one row per prediction: time, frame, model, class, class_id, confidence,
+           x, y, width, height (box centre and size), tracker_id, text
+  parquet  the same columns (needs pyarrow: pip install 'vidinfer[export]')
+  mot      MOTChallenge frame,id,bb_left,bb_top,bb_width,bb_height,conf,-1,-1,-1
+           (frames from 1; tracked results only: infer with --track)
+  coco     COCO JSON: a video, an image per sample, annotations with polygons and keypoints
+  cvat     CVAT for video 1.1 XML: tracks with interpolation keyframes
+  webvtt   captions per second of what is in view: classes and counts, OCR text
+  srt      the same captions as SubRip
+"""
+
+
+@cli.command("export", help=_EXPORT_HELP)
+@click.argument("results", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-f", "--format", "fmt", required=True, type=click.Choice(["jsonl", "csv", "parquet", "mot", "coco",
+              "cvat", "webvtt", "srt"]), help="The format to write.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="The file to write [default: RESULTS stem + the format's extension, e.g. x.results.csv].")
+@click.option("-m", "--model", "model", metavar="KEY",
+              help="Export only this model column (mot, coco, cvat: default the only model with boxes).")
+def export_cmd(results: Path, fmt: str, output: Path | None, model: str | None) -> None:
+    """Write RESULTS in another format."""
+    from vidinfer.export import FORMATS, export
+    from vidinfer.search import load_results
+
+    data = load_results(results)
+    output = output or results.with_name(results.stem + FORMATS[fmt])
+    if output.resolve() == results.resolve():
+        raise InvalidInput(f"{output} is the results file itself: give another -o", code="unwritable_output")
+    _check_output(output)
+    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("wb") as f:
+            export(data, fmt, f, model)
+        tmp.replace(output)
+    except OSError as exc:
+        raise InvalidInput(f"cannot write {output}: {exc.strerror or exc}", code="unwritable_output") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    click.echo(f"{fmt} -> {output}")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: map vidinfer errors to one line and an exit code."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])

@@ -37,6 +37,12 @@ VIDEO_KEY = "video"
 RESERVED_KEYS = ("frame_offset", "time_offset", VIDEO_KEY, *ANALYSIS_KEYS)
 
 
+def model_columns(results: dict[str, Any]) -> list[str]:
+    """The keys of a results file that are model columns (one entry per sample): every list-valued key
+    but the reserved ones. The one test of it, for exports and whatever else reads results files."""
+    return [key for key, value in results.items() if key not in RESERVED_KEYS and isinstance(value, list)]
+
+
 def video_json(info: VideoInfo) -> dict[str, Any]:
     """What the results say about their video: enough for a render to refuse another video."""
     return {"width": info.width, "height": info.height, "frame_count": info.frame_count,

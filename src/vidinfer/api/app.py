@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vidinfer import __version__
 from vidinfer.api import routes_blobs, routes_compat, routes_search, routes_ui, routes_video
-from vidinfer.api import routes_diff, routes_docs, routes_render
+from vidinfer.api import routes_diff, routes_docs, routes_export, routes_render
 from vidinfer.api.deps import Service
 from vidinfer.api.ratelimit import RateLimiter
 from vidinfer.api.schemas import error_responses
@@ -92,6 +92,7 @@ def create_app(settings: Settings, store: JobStore | None = None,
     app.include_router(routes_video.router)
     app.include_router(routes_search.router)
     app.include_router(routes_blobs.router)
+    app.include_router(routes_export.router)  # GET /videoinfer/{job_id}/export: results in other formats
     app.include_router(routes_render.router)  # POST/GET /videoinfer/render: renders of finished jobs
     app.include_router(routes_diff.router)  # GET /videoinfer/diff: two finished jobs compared
     app.include_router(routes_compat.router)  # last: its /{workspace} paths would shadow the others

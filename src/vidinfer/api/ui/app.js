@@ -178,6 +178,7 @@ async function openJob(jobId) {
     player = { job, results, ...index(results) };
     $("#download-results").href = job.output_signed_url;
     $("#download-results").hidden = $("#render").hidden = false;
+    $("#exports").hidden = false;
     $("#video").src = job.video_url;
     drawTimeline();
     drawLegend();
@@ -205,6 +206,8 @@ function resetPlayer() {
   $("#download-results").removeAttribute("href");
   $("#download-results").hidden = $("#render").hidden = $("#download-render").hidden = true;
   $("#render-state").textContent = "";
+  resetExport();
+  $("#exports").hidden = true;
   videoMessage(null);
 }
 
@@ -318,6 +321,35 @@ $("#render").addEventListener("click", async () => {
     await showRender(await api(`/videoinfer/render?job_id=${encodeURIComponent(player.job.job_id)}`, { method: "POST" }));
   } catch (err) {
     renderFailed(err.message);
+  }
+});
+
+// Exports (GET /videoinfer/{job_id}/export, see the README's Export): the results in another tool's format
+const EXPORT_EXTENSIONS = { csv: "csv", jsonl: "jsonl", parquet: "parquet", coco: "coco.json", cvat: "cvat.xml",
+  mot: "mot.txt", webvtt: "vtt", srt: "srt" };
+
+function resetExport() {
+  const link = $("#download-export");
+  link.hidden = true;
+  link.removeAttribute("href");
+  $("#export-state").textContent = "";
+}
+
+$("#export").addEventListener("click", async () => {
+  if (!player) return;
+  const jobId = player.job.job_id;
+  const format = $("#export-format").value;
+  resetExport();
+  try {
+    const body = await api(`/videoinfer/${encodeURIComponent(jobId)}/export?format=${encodeURIComponent(format)}`);
+    if (!player || player.job.job_id !== jobId) return;
+    const link = $("#download-export");
+    link.href = body.export_signed_url;
+    link.download = `${jobId.slice(0, 8)}.${EXPORT_EXTENSIONS[format]}`;
+    link.textContent = `Download ${format}`;
+    link.hidden = false;
+  } catch (err) {
+    $("#export-state").textContent = err.message;
   }
 });
 
