@@ -86,6 +86,7 @@ def search(service: ServiceDep, caller: CallerDep,
     frames, as before); the model is resolved as in ``POST /videoinfer`` (never a path) and loaded only
     when some of the searched jobs ran with it. Without ``q``, a moment's score is its best confidence.
     """
+    from vidinfer.clips import MAX_CLIP_SECONDS
     from vidinfer.moments import check_filters, find_moments
     from vidinfer.search import rank
 
@@ -116,7 +117,8 @@ def search(service: ServiceDep, caller: CallerDep,
         item["job_id"] = item.pop("source")
         item["thumbnail_url"] = "/search/thumbnail?" + urlencode({"job_id": m.source, "frame": m.best_frame})
         if clip:
-            item["clip_url"] = "/search/clip?" + urlencode({"job_id": m.source, "start": m.start, "end": m.end})
+            end = min(m.end, round(m.start + MAX_CLIP_SECONDS, 6))  # a long moment's clip is its beginning
+            item["clip_url"] = "/search/clip?" + urlencode({"job_id": m.source, "start": m.start, "end": end})
         out.append(item)
     body["moments"] = out
     return body
