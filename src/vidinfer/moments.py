@@ -240,11 +240,10 @@ def find_moments(documents: Iterable[tuple[str, Mapping[str, Any]]], filters: Fi
         if filters.on_predictions:
             samples = {i: s for i, s in matching_samples(results, filters).items() if i in sims}
         else:
-            top = max(s for i, s in sims.items() if i < len(times) and _in_range(float(times[i]), filters)) \
-                if any(i < len(times) and _in_range(float(times[i]), filters) for i in sims) else None
+            in_range = {i: s for i, s in sims.items() if i < len(times) and _in_range(float(times[i]), filters)}
+            top = max(in_range.values(), default=None)
             samples = {} if top is None else {
-                i: _Sample(i, 0.0, set(), set()) for i, s in sims.items()
-                if s >= top - TEXT_BAND and i < len(times) and _in_range(float(times[i]), filters)}
+                i: _Sample(i, 0.0, set(), set()) for i, s in in_range.items() if s >= top - TEXT_BAND}
         for s in samples.values():
             s.score = sims[s.index]
         found += merge(results, source, samples, filters.gap)
