@@ -91,8 +91,8 @@ def search(service: ServiceDep, caller: CallerDep,
     from vidinfer.search import rank
 
     filters = check_filters(classes, min_confidence, track_id, zone, start, end, gap)
+    jobs = _jobs(service, caller.workspace, job_id)  # first: another workspace's job is 404, whatever else
     entry = _clip_model(service, caller.workspace, model, model_version) if q is not None else None
-    jobs = _jobs(service, caller.workspace, job_id)
     if entry is not None:
         jobs = [j for j in jobs if _ran_with(j, model, model_version)]
     body: dict[str, Any] = {"query": q, "jobs_searched": len(jobs)}
