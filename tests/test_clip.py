@@ -339,9 +339,14 @@ def test_search_finds_the_blue_frames_of_a_video(clip: ClipModel, clip_dir: Path
     assert hits[0].score > 0.9
 
     capsys.readouterr()
-    main(["search", "a red car", str(out), "--top", "1", "--json"])
-    (hit,) = json.loads(capsys.readouterr().out)
-    assert hit["frame_offset"] == 0 and hit["time_offset"] == 0.0 and hit["source"] == str(out)
+    main(["search", "a red car", str(out), "--top", "1", "--json"])  # the older form: TEXT RESULTS...
+    (moment,) = json.loads(capsys.readouterr().out)
+    assert (moment["best_frame"], moment["start"], moment["end"], moment["source"]) == (0, 0.0, 1.0, str(out))
+    # moments: the blue samples (1 s and 3 s) are not next to each other, so two moments of one sample each
+    main(["search", str(out), "--text", "something blue", "--json"])
+    moments = json.loads(capsys.readouterr().out)
+    assert sorted((m["start"], m["end"], m["best_frame"]) for m in moments) == [(1.0, 2.0, 2), (3.0, 4.0, 6)]
+    assert min(m["score"] for m in moments) > 0.9
 
 
 def test_cli_prompts_give_zero_shot_labels(clip_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -392,7 +397,9 @@ def test_the_api_searches_a_workspaces_finished_jobs(clip_dir: Path, tmp_path: P
         assert sorted((h["job_id"], h["frame_offset"], h["time_offset"]) for h in found["hits"]) == [
             (job_id, 2, 1.0), (job_id, 6, 3.0)]
         assert found["hits"][0]["score"] > 0.9
+        assert sorted((m["job_id"], m["start"], m["end"]) for m in found["moments"]) == [
+            (job_id, 1.0, 2.0), (job_id, 3.0, 4.0)]
         other = httpx.get(f"{srv.url}/search", params={"api_key": rival, "q": "something blue"}).json()
-        assert other == {"query": "something blue", "jobs_searched": 0, "hits": []}
+        assert other == {"query": "something blue", "jobs_searched": 0, "hits": [], "moments": []}
         empty = httpx.get(f"{srv.url}/search", params={"api_key": key, "q": ""})
         assert empty.status_code == 400 and empty.json()["error"]["code"] == "invalid_request"

@@ -5,6 +5,7 @@ that the server itself verifies, the ``X-Goog-Expires`` fragment the roboflow SD
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import time
 import uuid
@@ -279,3 +280,30 @@ def test_serve_reads_s3_input_urls_and_refuses_stored_inputs_over_the_limit(
                       ("s3://x/y.mp4", "invalid_url")):
         response = server.submit(key, url)
         assert response.status_code == 400 and response.json()["error"]["code"] == code, (url, response.text)
+
+
+@pytest.mark.slow
+def test_moment_thumbnails_and_clips_are_kept_in_s3(server: Server, seaweed_s3: SeaweedS3, video: Path,
+                                                     tmp_path: Path) -> None:
+    """``/search/thumbnail`` and ``/search/clip`` make their files from the job's S3 upload, store them in the
+    bucket and redirect to S3 signed URLs; the second call finds them there."""
+    from PIL import Image
+
+    from vidinfer.core.video import probe
+
+    key = server.key("acme")
+    job_id = server.submit(key, server.upload(key, video), models=COCO, infer_fps=5).json()["job_id"]
+    assert server.wait(key, job_id)["status"] == 0
+    bucket_url = f"{seaweed_s3.endpoint}/{seaweed_s3.bucket}/"
+    thumb = httpx.get(f"{server.url}/search/thumbnail", params={"api_key": key, "job_id": job_id, "frame": 2})
+    assert thumb.status_code == 307 and thumb.headers["location"].startswith(bucket_url)
+    assert f"/moments/acme/{job_id}/frame-2.jpg" in thumb.headers["location"]
+    image = Image.open(io.BytesIO(httpx.get(thumb.headers["location"]).content))
+    assert image.format == "JPEG" and image.size == (320, 214)
+    clip = httpx.get(f"{server.url}/search/clip", params={"api_key": key, "job_id": job_id, "start": 0, "end": 1})
+    assert clip.status_code == 307 and clip.headers["location"].startswith(bucket_url)
+    (tmp_path / "clip.mp4").write_bytes(httpx.get(clip.headers["location"]).content)
+    assert probe(str(tmp_path / "clip.mp4")).frame_count == 10
+    again = httpx.get(f"{server.url}/search/clip", params={"api_key": key, "job_id": job_id, "start": 0, "end": 1})
+    assert again.status_code == 307 and urlsplit(again.headers["location"]).path == urlsplit(
+        clip.headers["location"]).path

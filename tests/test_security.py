@@ -176,8 +176,9 @@ def test_every_endpoint_refuses_another_workspaces_ids(server: Server, acme: dic
     results_key = _blob_key(acme["job"]["output_signed_url"])
     upload_key = _blob_key(acme["upload"])
     values = {"api_key": rival, "job_id": acme["job_id"], "workspace": "acme", "project": "people", "version": "1",
-              "limit": 1000, "q": "person", "model": "clip", "model_version": "1", "idempotency-key": "same",
-              "format": "csv"}
+              "limit": 200, "q": "person", "model": "clip", "model_version": "1", "idempotency-key": "same",
+              "format": "csv", "class": "person", "min_confidence": 0.1, "track_id": 1, "zone": "zone 1", "start": 0,
+              "end": 1, "gap": 0, "clip": "true", "frame": 0}
     a_ids = {"job_id": acme["job_id"], "results": results_key, "upload": upload_key.split("/")[2], "project": "people"}
     bodies = {("post", "/videoinfer"): {"input_url": acme["upload"], "infer_fps": 1, "models": COCO},
               ("post", "/video_upload_signed_url"): {"file_name": "x.mp4"},

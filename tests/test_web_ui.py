@@ -282,3 +282,43 @@ def test_a_video_the_browser_cannot_play_gets_a_playable_preview(browser, server
     page.wait_for_selector("#video-message:not([hidden])", timeout=30_000)
     assert "cannot play" in page.inner_text("#video-message") and page.is_visible("#preview")
     assert not errors, errors
+
+
+def test_the_job_page_finds_moments_and_plays_one(browser, server: Server, player_jobs) -> None:  # noqa: ANN001
+    """The Moments panel: a class and a confidence give the job's moments (GET /search), each with its
+    thumbnail; clicking one plays the video from its start and pauses at its end."""
+    key, jobs = player_jobs
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    _sign_in(page, server, key)
+    _open(page, jobs["demo"])
+    page.wait_for_selector("body[data-player=ready]", timeout=30_000)
+    assert page.is_visible("#moments")
+    page.select_option("#moments-class", "cat")
+    page.fill("#moments-confidence", "0.5")
+    page.click("#moments-find")
+    page.wait_for_selector("#moments-list li", timeout=30_000)
+    items = page.query_selector_all("#moments-list li")
+    assert [(li.get_attribute("data-start"), li.get_attribute("data-end")) for li in items] == [("2", "4")]
+    assert "cat" in items[0].inner_text()
+    page.wait_for_function("(i => i.complete && i.naturalWidth === 320)(document.querySelector('#moments-list img'))",
+                           timeout=60_000)
+    if page.evaluate("""document.querySelector('#video').canPlayType('video/mp4; codecs="avc1.42E01E"')"""):
+        page.wait_for_function("document.querySelector('#video').readyState >= 1", timeout=30_000)
+        items[0].click()
+        page.wait_for_function("(v => !v.paused && v.currentTime >= 2)(document.querySelector('#video'))",
+                               timeout=30_000)
+        page.wait_for_function("(v => v.paused && v.currentTime >= 3.9)(document.querySelector('#video'))",
+                               timeout=60_000)
+        assert page.evaluate("document.querySelector('#video').currentTime") == pytest.approx(4.0, abs=0.1)
+    # a class nothing matches says so
+    page.select_option("#moments-class", "person")
+    page.fill("#moments-confidence", "1")
+    page.click("#moments-find")
+    page.wait_for_selector("#moments-state:has-text('No moment')", timeout=30_000)
+    assert page.query_selector_all("#moments-list li") == []
+    # another job's page starts without the last job's moments
+    _open(page, jobs["failed"])
+    page.wait_for_function("document.querySelector('#moments').hidden", timeout=10_000)
+    assert not errors, errors

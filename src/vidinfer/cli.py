@@ -468,28 +468,54 @@ def demo(obj: Context, output_dir: Path) -> None:
 
 # -- search ------------------------------------------------------------------------
 @cli.command("search")
-@click.argument("text")
-@click.argument("results", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("args", nargs=-1, required=True)
+@click.option("-t", "--text", help="Rank moments by how well their best frame matches this text (CLIP runs).")
+@click.option("-c", "--class", "classes", multiple=True, help="Only predictions of this class (repeatable).")
+@click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.0, help="Only predictions this sure.")
+@click.option("--track-id", "track_ids", type=int, multiple=True, help="Only this track (repeatable; tracked runs).")
+@click.option("--zone", help="Only predictions whose centre is inside: X1,Y1,X2,Y2,X3,Y3,... or a zone's name.")
+@click.option("--start", type=float, help="Only samples from this second.")
+@click.option("--end", type=float, help="Only samples before this second.")
+@click.option("--gap", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Seconds a gap between matching samples may last within one moment (beyond one sample).")
 @click.option("-m", "--model", "model_name", default="clip", show_default=True,
-              help="The CLIP model that made the embeddings (built-in clip, or a registered name).")
+              help="With --text: the CLIP model that made the embeddings (built-in clip, or a registered name).")
 @click.option("-k", "--top", "top_k", default=10, show_default=True, type=click.IntRange(1, 100_000),
-              help="How many frames to show.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON: one object per frame.")
+              help="How many moments to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: one object per moment.")
 @click.pass_obj
-def search_cmd(obj: Context, text: str, results: Sequence[Path], model_name: str, top_k: int,
-               as_json: bool) -> None:
-    """Rank the frames of RESULTS files (from runs with a CLIP model) by how well they match TEXT."""
-    from vidinfer.search import load_results, search_text
+def search_cmd(obj: Context, args: Sequence[str], text: str | None, classes: Sequence[str], min_confidence: float,
+               track_ids: Sequence[int], zone: str | None, start: float | None, end: float | None, gap: float,
+               model_name: str, top_k: int, as_json: bool) -> None:
+    """Find the moments of RESULTS files whose predictions match the filters, best first.
 
-    model = obj.registry().load(model_name)
-    if not hasattr(model, "embed_text"):
-        raise InvalidInput(f"{model_name} is not a CLIP model: search needs the one that made the embeddings")
-    hits = search_text(model, text, [(str(p), load_results(p)) for p in results], top_k=top_k)
+    Matching samples that follow one another make one moment (start, end, best frame, score). With
+    --text (or a first argument that is not a file: `vidinfer search "a red car" RESULTS...`), moments of
+    runs with a CLIP model rank by their best frame's similarity to the text; else by their best
+    confidence. With no filter, any prediction matches."""
+    from vidinfer.moments import check_filters, find_moments
+    from vidinfer.search import load_results
+
+    paths = list(args)
+    if text is None and paths and not Path(paths[0]).is_file() and len(paths) > 1:
+        text = paths.pop(0)  # the older form: TEXT RESULTS...
+    filters = check_filters(classes, min_confidence, track_ids, zone, start, end, gap)
+    query = None
+    if text is not None:
+        if not text.strip():
+            raise InvalidInput("the search text is empty")
+        model = obj.registry().load(model_name)
+        if not hasattr(model, "embed_text"):
+            raise InvalidInput(f"{model_name} is not a CLIP model: search needs the one that made the embeddings")
+        (query,) = model.embed_text([text])
+    moments = find_moments([(p, load_results(Path(p))) for p in paths], filters, query=query, limit=top_k)
     if as_json:
-        click.echo(json.dumps([h.as_dict() for h in hits], indent=2))
+        click.echo(json.dumps([m.as_dict() for m in moments], indent=2))
         return
-    for hit in hits:
-        click.echo(f"{hit.score:.4f}  {hit.time_offset:>10.3f} s  frame {hit.frame_offset:<8} {hit.source}")
+    for m in moments:
+        seen = ", ".join(m.classes) + (f"  tracks {', '.join(map(str, m.track_ids))}" if m.track_ids else "")
+        click.echo(f"{m.score:.4f}  {m.start:>9.3f} - {m.end:<9.3f} s  best frame {m.best_frame:<7} {m.source}"
+                   + (f"  {seen}" if seen else ""))
 
 
 # -- render ------------------------------------------------------------------------

@@ -12,6 +12,7 @@ so clients that take every list-valued key for a model column are not misled.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -37,7 +38,7 @@ VIDEO_KEY = "video"
 RESERVED_KEYS = ("frame_offset", "time_offset", VIDEO_KEY, *ANALYSIS_KEYS)
 
 
-def model_columns(results: dict[str, Any]) -> list[str]:
+def model_columns(results: Mapping[str, Any]) -> list[str]:
     """The keys of a results file that are model columns (one entry per sample): every list-valued key
     but the reserved ones. The one test of it, for exports and whatever else reads results files."""
     return [key for key, value in results.items() if key not in RESERVED_KEYS and isinstance(value, list)]

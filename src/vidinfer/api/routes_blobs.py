@@ -102,7 +102,7 @@ def get_blob(key: str, request: Request, service: ServiceDep) -> FileResponse:
     path = blobs.path(key)
     if not path.is_file():
         raise NotFound("no such object", code="object_not_found")
-    media = {".json": "application/json", ".mp4": "video/mp4", ".csv": "text/csv", ".vtt": "text/vtt",
-             ".jsonl": "application/x-ndjson", ".xml": "application/xml", ".srt": "application/x-subrip",
-             ".txt": "text/plain"}.get(os.path.splitext(key)[1], "application/octet-stream")
+    media = {".json": "application/json", ".mp4": "video/mp4", ".jpg": "image/jpeg", ".csv": "text/csv",
+             ".vtt": "text/vtt", ".jsonl": "application/x-ndjson", ".xml": "application/xml",
+             ".srt": "application/x-subrip", ".txt": "text/plain"}.get(os.path.splitext(key)[1], "application/octet-stream")
     return FileResponse(path, media_type=media)

@@ -49,7 +49,8 @@ def export_results(service: ServiceDep, caller: CallerDep, job_id: Annotated[str
     """The job's results as ``format``: jsonl, csv, parquet, mot, coco, cvat, webvtt or srt.
 
     Made the first time it is asked for and kept beside the results; ``export_signed_url`` downloads it."""
-    from vidinfer.export import export_bytes, model_columns
+    from vidinfer.export import export_bytes
+    from vidinfer.wire import model_columns
 
     job = service.store.get(job_id, caller.workspace)  # another workspace's job: 404
     if job.state is not JobState.DONE or not job.result_key:

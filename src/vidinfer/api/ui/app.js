@@ -182,6 +182,7 @@ async function openJob(jobId) {
     $("#video").src = job.video_url;
     drawTimeline();
     drawLegend();
+    showMomentFilters();
     document.body.dataset.player = "ready";
   } catch (err) {
     if (token === opening) $("#player-state").textContent = `cannot open the job: ${err.message}`;
@@ -208,6 +209,10 @@ function resetPlayer() {
   $("#render-state").textContent = "";
   resetExport();
   $("#exports").hidden = true;
+  $("#moments").hidden = true;
+  $("#moments-list").innerHTML = "";
+  $("#moments-state").textContent = "";
+  momentEnd = null;
   videoMessage(null);
 }
 
@@ -483,6 +488,61 @@ function drawLegend() {
     .map((n) => `<span data-class="${escapeHtml(n)}"><i style="background:${colour(n)}"></i>${escapeHtml(n)} ${player.classes[n]}</span>`)
     .join("");
 }
+
+// -- moments: when the job's predictions match a class and a confidence (GET /search) ----------------
+let momentEnd = null; // playing a moment: pause at its end
+
+function showMomentFilters() {
+  const select = $("#moments-class");
+  select.innerHTML = '<option value="">any</option>' + Object.keys(player.classes).sort()
+    .map((n) => `<option value="${escapeHtml(n)}">${escapeHtml(n)}</option>`).join("");
+  $("#moments").hidden = false;
+}
+
+async function findMoments() {
+  const p = player;
+  if (!p) return;
+  const params = new URLSearchParams({ job_id: p.job.job_id, limit: "50",
+                                       min_confidence: $("#moments-confidence").value || "0" });
+  if ($("#moments-class").value) params.append("class", $("#moments-class").value);
+  $("#moments-state").textContent = "Searching…";
+  try {
+    const { moments } = await api(`/search?${params}`);
+    if (p !== player) return;
+    moments.sort((a, b) => a.start - b.start);
+    $("#moments-state").textContent = moments.length ? `${moments.length} moment(s)` : "No moment matches.";
+    $("#moments-list").innerHTML = moments.map((m) => `
+      <li data-start="${m.start}" data-end="${m.end}" tabindex="0">
+        <img src="${escapeHtml(withKey(m.thumbnail_url))}" alt="frame ${m.best_frame}" loading="lazy">
+        <span>${m.start.toFixed(2)}–${m.end.toFixed(2)} s · ${escapeHtml(m.classes.join(", "))}
+          · score ${m.score.toFixed(2)}</span>
+      </li>`).join("");
+  } catch (err) {
+    if (p === player) $("#moments-state").textContent = `Cannot search: ${err.message}`;
+  }
+}
+
+function playMoment(li) {
+  const video = $("#video");
+  momentEnd = Number(li.dataset.end);
+  video.currentTime = Number(li.dataset.start);
+  for (const other of document.querySelectorAll("#moments-list li")) other.classList.toggle("playing", other === li);
+  video.play().catch(() => {});
+}
+
+$("#moments-form").addEventListener("submit", (e) => { e.preventDefault(); findMoments(); });
+$("#moments-list").addEventListener("click", (e) => {
+  const li = e.target.closest("li[data-start]");
+  if (li) playMoment(li);
+});
+$("#video").addEventListener("timeupdate", () => {
+  const video = $("#video");
+  if (momentEnd !== null && video.currentTime >= momentEnd) {
+    video.pause();
+    video.currentTime = momentEnd;
+    momentEnd = null;
+  }
+});
 
 // -- start -------------------------------------------------------------------------------------
 if (key) signIn(key).catch(() => { key = ""; localStorage.removeItem("vidinfer-key"); });
