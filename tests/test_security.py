@@ -178,7 +178,8 @@ def test_every_endpoint_refuses_another_workspaces_ids(server: Server, acme: dic
     values = {"api_key": rival, "job_id": acme["job_id"], "workspace": "acme", "project": "people", "version": "1",
               "limit": 200, "q": "person", "model": "clip", "model_version": "1", "idempotency-key": "same",
               "format": "csv", "class": "person", "min_confidence": 0.1, "track_id": 1, "zone": "zone 1", "start": 0,
-              "end": 1, "gap": 0, "clip": "true", "frame": 0}
+              "end": 1, "gap": 0, "clip": "true", "frame": 0, "job_a": acme["job_id"], "job_b": acme["job_id"],
+              "model_a": "coco", "model_b": "coco", "iou": 0.5, "top": 8}
     a_ids = {"job_id": acme["job_id"], "results": results_key, "upload": upload_key.split("/")[2], "project": "people"}
     bodies = {("post", "/videoinfer"): {"input_url": acme["upload"], "infer_fps": 1, "models": COCO},
               ("post", "/video_upload_signed_url"): {"file_name": "x.mp4"},
@@ -206,7 +207,8 @@ def test_every_endpoint_refuses_another_workspaces_ids(server: Server, acme: dic
                                          timeout=30)
                 tried += 1
                 label = f"{method.upper()} {path} ({response.status_code})"
-                takes_a_id = bool({"job_id", "workspace", "key"} & set(params)) or (method, path) == ("post", "/videoinfer")
+                takes_a_id = bool({"job_id", "job_a", "workspace", "key"} & set(params)) or \
+                    (method, path) == ("post", "/videoinfer")
                 if takes_a_id:
                     assert response.status_code in (403, 404), (label, response.text)
                     assert set(response.json()) == {"error"}, label
