@@ -146,6 +146,27 @@ def test_a_cancel_reaches_a_chunk_in_progress(engine: _Engine, video: Path, monk
     assert [c["runs"] for c in store.chunks(job.id)] == [1, 0]
 
 
+def test_a_chunk_in_progress_stops_once_another_chunk_failed_the_job(
+        engine: _Engine, video: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner, "CANCEL_EVERY", 0.0)
+    store = engine.runner.store
+    job = _planned(engine, video)
+    progress = store.chunk_progress
+    seen: list[int] = []
+
+    def fail_after_the_first_batch(job_id: str, idx: int, frames_done: int, **kw: object) -> bool:
+        if not seen:  # chunk 1, on another worker, fails the job meanwhile
+            assert store.fail(store.get(job_id), "internal_error", "internal_error", "chunk 1 failed")
+        seen.append(frames_done)
+        return progress(job_id, idx, frames_done, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "chunk_progress", fail_after_the_first_batch)
+    _run_chunk(engine, job, 0)
+    assert seen and max(seen) < 15  # it stopped at its next batch instead of running its chunk out
+    ended = store.get(job.id)
+    assert ended.failure == "internal_error" and ended.error_message == "chunk 1 failed"  # the first outcome stays
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'jobs.db'}" if request.param == "sqlite" else request.getfixturevalue("pg_database")

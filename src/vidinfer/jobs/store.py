@@ -275,8 +275,11 @@ class JobStore:
                                     error_message=message[:2000], finished_at=time.time())
 
     def cancel_requested(self, job_id: str) -> bool:
+        """True once the job is to stop: cancelled, or ended meanwhile (another of its chunks failed it, or
+        the sweep found it stalled), so its other chunks in progress stop at their next batch."""
         with self._reads.connect() as conn:
-            return bool(conn.execute(select(jobs.c.cancel_requested).where(jobs.c.id == job_id)).scalar())
+            row = conn.execute(select(jobs.c.cancel_requested, jobs.c.state).where(jobs.c.id == job_id)).first()
+        return row is not None and (bool(row.cancel_requested) or JobState(row.state).finished)
 
     def cancel(self, job_id: str, workspace: str) -> tuple[Job, bool]:
         """Cancel a queued job now, or ask a running one to stop at its next batch (or, while it fetches
