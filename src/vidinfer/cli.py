@@ -348,7 +348,7 @@ def _serve_distributed(settings, store, host: str, port: int) -> None:  # noqa: 
     import uvicorn
 
     from vidinfer.api.app import create_app
-    from vidinfer.jobs.distributed import dispatch, make_celery, redispatch_stale
+    from vidinfer.jobs.distributed import dispatch, fail_stalled, make_celery, redispatch_stale
 
     app = make_celery(settings)
     stop = threading.Event()
@@ -359,6 +359,10 @@ def _serve_distributed(settings, store, host: str, port: int) -> None:  # noqa: 
                 redispatch_stale(app, store, older_than=settings.redispatch_seconds)
             except Exception as exc:  # noqa: BLE001 - the broker may be restarting; try again later
                 logging.getLogger("vidinfer").warning("re-dispatching queued jobs failed: %s", exc)
+            try:
+                fail_stalled(store, settings)
+            except Exception as exc:  # noqa: BLE001 - the database may be restarting; try again later
+                logging.getLogger("vidinfer").warning("looking for stalled jobs failed: %s", exc)
 
     threading.Thread(target=sweep, name="vidinfer-sweep", daemon=True).start()
     click.echo(f"vidinfer {__version__} serving {settings.public_url} (distributed: broker "

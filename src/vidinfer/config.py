@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     #: how long a worker keeps retrying while the object storage is unreachable before the job fails
     #: with ``storage_unavailable``; while the database or the broker is down it waits for them
     outage_seconds: float = 300.0
+    #: a running distributed job whose started chunk (or merge) writes nothing for this many seconds fails
+    #: with ``worker_lost`` (its worker hangs); keep it well above a batch's time. Checked by the API's sweep
+    stall_seconds: float = 600.0
 
     @property
     def registry_path(self) -> Path:

@@ -17,6 +17,12 @@ finds the job already done.
 A chunk whose worker died ``max_attempts`` times (deliveries, not outage retries) fails the job
 with ``worker_lost``, so a video that kills every worker that opens it cannot circulate forever.
 Cancelling sets a flag that chunks read between batches, and the planner while it fetches an input URL.
+Any other exception a step raises (a bug, a worker's fault) fails the job with ``internal_error``
+naming the step, its traceback in the worker's log: Celery acknowledges a task that raised, so a job
+left ``running`` would stay so. Chunks heartbeat through the job's ``updated_at`` (written when a chunk
+starts and with its progress); the API's sweep fails a job whose started chunk, or whose merge, has
+been silent for ``stall_seconds`` (a hung worker keeps its task unacknowledged, so RabbitMQ never
+redelivers it) with ``worker_lost``.
 Celery's result backend is not used: the API reads the job store.
 
 A service that is down or restarting (``Unavailable``: the database, the broker, the object storage)
@@ -88,12 +94,12 @@ def make_celery(settings: Settings) -> Celery:
     @app.task(name=PLAN, bind=True)
     def plan(task, job_id: str) -> None:  # noqa: ANN001 - Celery's bound task
         redelivered = bool((task.request.delivery_info or {}).get("redelivered"))
-        engine.ride_out(job_id, lambda: engine.plan(app, job_id, redelivered=redelivered))
+        engine.ride_out(job_id, lambda: engine.plan(app, job_id, redelivered=redelivered), "the plan step")
 
     @app.task(name=CHUNK)
     def chunk(job_id: str, idx: int) -> None:
         delivery = Delivery()  # counted once, however often an outage makes ride_out repeat the step
-        engine.ride_out(job_id, lambda: engine.chunk(job_id, idx, delivery))
+        engine.ride_out(job_id, lambda: engine.chunk(job_id, idx, delivery), f"chunk {idx}")
 
     return app
 
@@ -119,6 +125,38 @@ def redispatch_stale(app: Celery, store: JobStore, older_than: float = 30.0) -> 
     for job_id in ids:
         dispatch(app, job_id)
     return len(ids)
+
+
+def fail_stalled(store: JobStore, settings: Settings) -> int:
+    """Fail with ``worker_lost`` the running jobs whose started chunk (or merge) has written nothing for
+    ``settings.stall_seconds``: its worker hangs, and holds the task, which RabbitMQ then never redelivers.
+    Chunks still waiting in the queue do not count: a long queue is not a stall."""
+    ended = 0
+    for job_id in store.stalled(time.time() - settings.stall_seconds):
+        job = store.get(job_id)
+        message = (f"the job's worker made no progress for {settings.stall_seconds:.0f} s (VIDINFER_STALL_SECONDS): "
+                   "it may hang on this video")
+        if store.fail(job, "worker_lost", "worker_lost", message):
+            log.warning("job %s worker_lost: %s", job.id, message)
+            ended += 1
+            from vidinfer.storage import open_store
+
+            notify.job_ended(store.get(job.id), settings, open_store(settings))
+    return ended
+
+
+@contextmanager
+def unexpected(job_id: str, step: str) -> Iterator[None]:
+    """Turn an exception that is neither an outage nor a known failure into an ``internal_error`` that
+    names ``step``; its traceback goes to the worker's log, never to the client."""
+    try:
+        yield
+    except (Unavailable, VidinferError):
+        raise
+    except Exception as exc:
+        log.exception("job %s: %s failed unexpectedly", job_id, step)
+        raise VidinferError(f"{step} failed unexpectedly ({type(exc).__name__}); the worker's log has the "
+                            "details", code="internal_error") from None
 
 
 def input_key(job: Job) -> str:
@@ -160,13 +198,15 @@ class _Engine:
     _runner_pid = -1
 
     # -- outages -----------------------------------------------------------------------
-    def ride_out(self, job_id: str, step: Callable[[], None]) -> None:
-        """Run ``step`` until it gets through the outages it meets; see the module's docstring."""
+    def ride_out(self, job_id: str, step: Callable[[], None], name: str) -> None:
+        """Run ``step`` (called ``name`` in messages) until it gets through the outages it meets; a failure
+        it did not record itself, or any other exception, ends the job (see the module's docstring)."""
         since = time.monotonic()
         tries = 0
         while True:
             try:
-                step()
+                with unexpected(job_id, name):
+                    step()
                 return
             except Unavailable as exc:
                 waited = time.monotonic() - since
@@ -177,14 +217,24 @@ class _Engine:
                 tries += 1
                 log.warning("job %s: %s; trying again in %.0f s (%.0f s so far)", job_id, exc.message, delay, waited)
                 time.sleep(delay)
+            except VidinferError as exc:  # not recorded by the step (a bug's internal_error, say)
+                wait = 1.0
+                while not self._end(job_id, exc):  # the database is down: wait for it, as every step does
+                    time.sleep(wait)
+                    wait = min(MAX_BACKOFF, wait * 2)
+                return
 
     def _give_up(self, job_id: str, exc: Unavailable, waited: float) -> bool:
         """Fail the job after an outage of ``waited`` seconds; False if even that cannot be written."""
+        return self._end(job_id, Unavailable(f"{exc.message}, for {waited:.0f} s: submit the job again once it "
+                                             "is back", code=exc.code))
+
+    def _end(self, job_id: str, exc: VidinferError) -> bool:
+        """Fail the job with ``exc`` if it still runs; False if that cannot be written (database outage)."""
         try:
             job = self.runner.store.get(job_id)
             if job.state is JobState.RUNNING:
-                self._fail(job, Unavailable(f"{exc.message}, for {waited:.0f} s: submit the job again once it is "
-                                            "back", code=exc.code))
+                self._fail(job, exc)
             return True
         except Unavailable:
             return False
@@ -230,7 +280,8 @@ class _Engine:
             if recorded:
                 if redelivered:
                     unstarted = [c["idx"] for c in recorded if not c["done"] and not c["runs"]]
-                    self.ride_out(job_id, lambda: [send(app, CHUNK, job_id, idx) for idx in unstarted])
+                    self.ride_out(job_id, lambda: [send(app, CHUNK, job_id, idx) for idx in unstarted],
+                                  "the plan step")
                     log.info("job %s: plan redelivered, %d unstarted chunks sent again", job_id, len(unstarted))
                 return
             job = current  # the planner died between its claim and its plan: plan again
@@ -250,7 +301,7 @@ class _Engine:
         if store.set_chunks(job, [(c.k_first, c.k_stop) for c in chunks], total):
             # the plan is recorded: from here a broker outage retries the sends, not the plan (a plan
             # run again would find the chunks recorded)
-            self.ride_out(job.id, lambda: [send(app, CHUNK, job.id, c.index) for c in chunks])
+            self.ride_out(job.id, lambda: [send(app, CHUNK, job.id, c.index) for c in chunks], "the plan step")
             log.info("job %s: %d samples in %d chunks", job.id, total, len(chunks))
 
     # -- chunks -------------------------------------------------------------------------
@@ -313,6 +364,12 @@ class _Engine:
         chunks = store.chunks(job.id)
         if not chunks or not all(c["done"] for c in chunks):
             return
+        with unexpected(job.id, "the merge"):
+            self._merge(job, chunks)
+
+    def _merge(self, job: Job, chunks: list[dict]) -> None:
+        """Merge the chunks' results into the job's results file and finish the job."""
+        store = self.runner.store
         parts = [json.loads(self.runner.blobs.get_bytes(chunk_key(job, c["idx"]))) for c in chunks]
         merged = analyse_results(job, merge_results(parts))  # tracking runs once, over every chunk's samples
         self.runner.blobs.put_bytes(result_key(job), json.dumps(merged, separators=(",", ":")).encode())

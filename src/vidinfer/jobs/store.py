@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -275,8 +275,11 @@ class JobStore:
                                     error_message=message[:2000], finished_at=time.time())
 
     def cancel_requested(self, job_id: str) -> bool:
+        """True once the job is to stop: cancelled, or ended meanwhile (another of its chunks failed it, or
+        the sweep found it stalled), so its other chunks in progress stop at their next batch."""
         with self._reads.connect() as conn:
-            return bool(conn.execute(select(jobs.c.cancel_requested).where(jobs.c.id == job_id)).scalar())
+            row = conn.execute(select(jobs.c.cancel_requested, jobs.c.state).where(jobs.c.id == job_id)).first()
+        return row is not None and (bool(row.cancel_requested) or JobState(row.state).finished)
 
     def cancel(self, job_id: str, workspace: str) -> tuple[Job, bool]:
         """Cancel a queued job now, or ask a running one to stop at its next batch (or, while it fetches
@@ -327,10 +330,13 @@ class JobStore:
         return [{**r._mapping, "stats": json.loads(r.stats) if r.stats else {}} for r in rows]
 
     def chunk_started(self, job_id: str, idx: int, *, count: bool = True) -> None:
-        """A chunk (re)starts from its first sample; ``count``: this is a new attempt, not an outage retry."""
+        """A chunk (re)starts from its first sample; ``count``: this is a new attempt, not an outage retry.
+        Also the chunk's first heartbeat (the job's ``updated_at``; ``stalled``)."""
         with self.engine.begin() as conn:
             conn.execute(update(job_chunks).where(job_chunks.c.job_id == job_id, job_chunks.c.idx == idx)
                          .values(runs=job_chunks.c.runs + int(count), frames_done=0))
+            conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.state == JobState.RUNNING.value)
+                         .values(updated_at=time.time()))
 
     def chunk_progress(self, job_id: str, idx: int, frames_done: int, *, done: bool = False,
                        stats: dict[str, Any] | None = None) -> bool:
@@ -350,6 +356,20 @@ class JobStore:
             left = conn.execute(select(func.count()).select_from(job_chunks).where(
                 job_chunks.c.job_id == job_id, job_chunks.c.done.is_(False))).scalar()
         return left == 0
+
+    def stalled(self, before: float, limit: int = 1000) -> list[str]:
+        """Running distributed jobs silent since ``before`` (no chunk started or progressed, no plan
+        recorded) that have a started, unfinished chunk or every chunk done (a merge): their worker hangs.
+        One whose unfinished chunks all wait in the queue is not stalled, however long the queue."""
+        started = select(job_chunks.c.job_id).where(job_chunks.c.job_id == jobs.c.id, job_chunks.c.runs > 0,
+                                                    job_chunks.c.done.is_(False))
+        unfinished = select(job_chunks.c.job_id).where(job_chunks.c.job_id == jobs.c.id,
+                                                       job_chunks.c.done.is_(False))
+        planned = select(job_chunks.c.job_id).where(job_chunks.c.job_id == jobs.c.id)
+        with self._reads.connect() as conn:
+            return list(conn.execute(select(jobs.c.id).where(
+                jobs.c.state == JobState.RUNNING.value, jobs.c.updated_at < before, planned.exists(),
+                or_(started.exists(), ~unfinished.exists())).limit(limit)).scalars())
 
     # -- recovery -----------------------------------------------------------------------
     def requeue_running(self, max_attempts: int, worker: str | None = None) -> tuple[int, int]:
