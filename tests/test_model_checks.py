@@ -363,3 +363,20 @@ def test_the_local_cli_stays_strict(tmp_path: Path) -> None:
 
     with pytest.raises(ModelError):
         resolve_runs(ModelRegistry(), [ModelRequest("coco", "coco"), ModelRequest("x", str(tmp_path / "x.onnx"))])
+
+
+def test_an_unexpected_error_in_a_job_reaches_the_client_without_its_text(worker: Runner, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch,
+                                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """A bug's exception text can hold server paths and data: the job's message names only its type; the
+    traceback goes to the worker's log (the distributed engine's steps say the same, tests/test_stuck_jobs.py)."""
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise ValueError("/srv/secret/path/input.mp4 broke")
+
+    monkeypatch.setattr("vidinfer.jobs.runner.run_inference", broken)
+    video = make_video(tmp_path / "v.mp4", frames=10, fps=10, size=(96, 64))
+    with caplog.at_level("ERROR", logger="vidinfer.jobs.runner"):
+        job, results = run_job(worker, video, ["coco"])
+    assert job.state is JobState.FAILED and job.error_code == "internal_error" and results is None
+    assert "ValueError" in job.error_message and "/srv/secret" not in job.error_message, job.error_message
+    assert "/srv/secret/path/input.mp4 broke" in caplog.text

@@ -70,9 +70,9 @@ class Runner:
             kind = failure_kind(exc)
             log.info("job %s %s: %s", job.id, kind, exc.message)
             self._record(job, lambda: self.store.fail(job, kind, exc.code, exc.message))
-        except Exception as exc:  # a bug: keep the worker alive and say what happened
+        except Exception as exc:  # a bug: keep the worker alive; the traceback to the log, not the client
             log.exception("job %s failed unexpectedly", job.id)
-            message = f"{type(exc).__name__}: {exc}"
+            message = f"the job failed unexpectedly ({type(exc).__name__}); the worker's log has the details"
             self._record(job, lambda: self.store.fail(job, "internal_error", "internal_error", message))
         else:
             self._record(job, lambda: self.store.finish(job, result_key(job), stats))
