@@ -574,7 +574,7 @@ def test_no_secret_appears_in_the_debug_logs(tmp_path: Path, clip: Path, storage
     with srv:
         found = _full_round(srv, clip)
     log = srv.log.read_text(errors="replace")
-    assert "DEBUG" in log and "job " in log  # debug logging was on, and the worker logged into it
+    assert "DEBUG" in log and "job " in log  # debug logging was on (serve logs its HTTP stack), the worker logged
     needles = {"VIDINFER_SECRET_KEY": secret_key, "api key": found[0], "wrong api key": found[1]}
     needles.update({f"signature {i}": s for i, s in enumerate(found[2:])})
     if storage == "s3":
