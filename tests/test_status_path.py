@@ -105,7 +105,7 @@ def test_the_status_body_is_the_one_the_response_model_answered(app_and_jobs) ->
         assert ok == {"$ref": "#/components/schemas/JobStatusOut"}
 
 
-def test_a_key_revoked_through_the_apis_own_store_is_refused_at_once(app_and_jobs) -> None:  # noqa: ANN001
+def test_a_key_revoked_through_the_apis_store_is_refused_at_once(app_and_jobs) -> None:  # noqa: ANN001
     client, store, key, ids = app_and_jobs
     with client:
         assert client.get("/videoinfer", params={"api_key": key, "job_id": ids["done"]}).status_code == 200
