@@ -195,7 +195,7 @@ class JobStore:
         return [dict(r._mapping) for r in rows]
 
     def revoke_key(self, prefix: str) -> int:
-        """Revoke the keys starting with ``prefix``: at once in this process (its key cache is emptied),
+        """Revoke the keys whose kept prefix is ``prefix``: at once in this process (its key cache is emptied),
         within ``key_cache_ttl`` seconds in the others."""
         with self.engine.begin() as conn:
             count = conn.execute(update(api_keys).where(api_keys.c.prefix == prefix).values(revoked=True)).rowcount
