@@ -20,7 +20,6 @@ import pstats
 import tempfile
 import time
 from pathlib import Path
-
 from urllib.parse import urlencode
 
 from vidinfer.api.app import create_app
