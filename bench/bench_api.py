@@ -16,6 +16,12 @@ requests/s, p50/p99 latency of submit and of status, errors (any non-2xx other
 than a 429 from the status call, and transport failures), 429s, jobs submitted /
 done / failed / lost, the server's RSS at start and end, and the load average.
 
+``--polls-only``: status polls alone. The server runs with no workers, the
+script writes ``--jobs`` finished jobs straight into its job store (as a worker
+would finish them), and ``--clients`` clients poll them back to back for
+``--seconds``: polls/s, p50/p99, errors, the server's CPU ms per poll and the load
+average go to ``bench/results/api_polls.json`` (and a time-stamped copy).
+
 Run: ``.venv/bin/python bench/bench_api.py`` (see bench/README.md).
 """
 
@@ -233,6 +239,100 @@ async def load(args: argparse.Namespace, base: str, keys: dict[str, str], inputs
     return tally, t0, stop_at, t_end
 
 
+def finished_jobs(data_dir: Path, workspace: str, n: int) -> list[str]:
+    """``n`` done jobs for ``workspace`` written through the job store, as a worker finishes them."""
+    from vidinfer.jobs.store import JobStore
+
+    store = JobStore(f"sqlite:///{data_dir / 'vidinfer.db'}")
+    ids = []
+    try:
+        for _ in range(n):
+            job, _ = store.create(workspace, input_url="https://example.com/v.mp4", infer_fps="1", models=COCO)
+            claimed = store.claim_id(job.id, "bench")
+            store.finish(claimed, f"results/{job.id}.json", {"null_frames": 0, "frames": 2})
+            ids.append(job.id)
+    finally:
+        store.close()
+    return ids
+
+
+async def poller(http: httpx.AsyncClient, tally: Tally, base: str, key: str, job_ids: list[str],
+                 stop_at: float) -> None:
+    """Poll finished jobs back to back (no pause) until ``stop_at``."""
+    i = random.randrange(len(job_ids))
+    while time.monotonic() < stop_at:
+        i = (i + 1) % len(job_ids)
+        await _call(http, tally, "status", "GET", f"{base}/videoinfer", params={"api_key": key, "job_id": job_ids[i]})
+
+
+async def poll_load(args: argparse.Namespace, base: str, keys: dict[str, str],
+                    jobs: dict[str, list[str]]) -> tuple[Tally, float, float]:
+    tally = Tally()
+    limits = httpx.Limits(max_connections=args.clients, max_keepalive_connections=args.clients,
+                          keepalive_expiry=4.0)
+    async with httpx.AsyncClient(timeout=args.timeout, limits=limits) as http:
+        workspaces = list(keys)
+        t0 = time.monotonic()
+        await asyncio.gather(*(poller(http, tally, base, keys[ws], jobs[ws], t0 + args.seconds)
+                               for ws in (workspaces[i % len(workspaces)] for i in range(args.clients))))
+        t_end = time.monotonic()
+    return tally, t0, t_end
+
+
+def polls_only(args: argparse.Namespace) -> None:
+    """Status polls of finished jobs, nothing else running: the API's own throughput."""
+    load_before = _loadavg()
+    with tempfile.TemporaryDirectory(prefix="vidinfer-bench-polls-") as tmp:
+        server = ApiServer(Path(tmp) / "data", workers=0,
+                           env={"VIDINFER_STATUS_RATE_PER_MINUTE": "0", "VIDINFER_SECRET_KEY": "bench-secret"})
+        with server:
+            keys = {f"bench{i}": server.key(f"bench{i}") for i in range(args.workspaces)}
+            jobs = {ws: finished_jobs(server.data_dir, ws, max(1, args.jobs // args.workspaces)) for ws in keys}
+            asyncio.run(poll_load(argparse.Namespace(**{**vars(args), "clients": 4, "seconds": 2.0}),
+                                  server.url, keys, jobs))  # warm-up: connections, first-call costs
+            cpu0, server_cpu0 = time.process_time(), server.cpu_s()["server"]
+            with Sampler(server) as sampler:
+                tally, t0, t_end = asyncio.run(poll_load(args, server.url, keys, jobs))
+            client_cpu = time.process_time() - cpu0
+            server_cpu = server.cpu_s()["server"] - server_cpu0
+            log = server.log.read_text(errors="replace")
+        load_after = _loadavg()
+    window = t_end - t0
+    ok = [c for c in tally.calls if 200 <= c.status < 300]
+    report = {
+        "mode": "polls-only",
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "loadavg_before": load_before, "loadavg_after": load_after,
+                    "loadavg1_max_during": round(sampler.max_load1, 2),
+                    "note": "the clients and the API share the machine's cores (and other work on it)"},
+        "settings": {"clients": args.clients, "seconds": args.seconds, "workspaces": args.workspaces,
+                     "jobs": sum(len(v) for v in jobs.values()), "workers": 0,
+                     "VIDINFER_STATUS_RATE_PER_MINUTE": 0, "request_timeout_s": args.timeout},
+        "window_s": round(window, 2),
+        "polls": len(tally.calls),
+        "polls_per_s": round(len(ok) / window, 1),
+        "status": _latency(tally.calls),
+        "errors": sum(tally.errors.values()),
+        "errors_by_kind": dict(tally.errors),
+        "error_samples": tally.error_samples,
+        "cpu_s": {"clients": round(client_cpu, 1), "server": round(server_cpu, 1),
+                  "server_ms_per_poll": round(1000 * server_cpu / max(1, len(tally.calls)), 3)},
+        "server_log": {"error_lines": sum("ERROR" in line for line in log.splitlines()),
+                       "tracebacks": log.count("Traceback")},
+    }
+    st = report["status"]
+    print(f"polls-only: {args.clients} clients, {window:.0f} s, load {load_before} -> {load_after} "
+          f"(max {report['machine']['loadavg1_max_during']})")
+    print(f"polls/s {report['polls_per_s']} ({report['polls']} polls); p50 {st['p50_ms']} ms p99 {st['p99_ms']} ms; "
+          f"errors {report['errors']} {report['errors_by_kind'] or ''}")
+    print(f"server CPU {report['cpu_s']['server_ms_per_poll']} ms per poll; CPU s {report['cpu_s']}")
+    RESULTS.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for path in (RESULTS / "api_polls.json", RESULTS / f"api_polls-{stamp}.json"):
+        path.write_text(json.dumps(report, indent=2))
+    print(f"wrote {RESULTS / 'api_polls.json'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=100, help="concurrent clients")
@@ -245,7 +345,13 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=30.0, help="per-request timeout (s)")
     parser.add_argument("--status-rate", type=int, default=None,
                         help="VIDINFER_STATUS_RATE_PER_MINUTE; default: twice what the clients on one key poll")
+    parser.add_argument("--polls-only", action="store_true",
+                        help="status polls of finished jobs only (no workers, no submits); see the docstring")
+    parser.add_argument("--jobs", type=int, default=100, help="--polls-only: finished jobs the clients poll")
     args = parser.parse_args()
+    if args.polls_only:
+        polls_only(args)
+        return
     per_key = math.ceil(args.clients / args.workspaces) * 60.0 / args.poll
     status_rate = args.status_rate if args.status_rate is not None else max(120, math.ceil(2 * per_key))
 

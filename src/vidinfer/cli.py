@@ -334,11 +334,21 @@ def serve(obj: Context, host: str, port: int, workers: int | None) -> None:
     pool.start()
     click.echo(f"vidinfer {__version__} serving {settings.public_url} (data: {settings.data_dir}, "
                f"workers: {pool.count})", err=True)
+    logging.getLogger("vidinfer.serve").debug("HTTP stack: %s", _http_stack())
     try:
         uvicorn.run(create_app(settings, store), host=host, port=port, log_level="warning",
                     timeout_keep_alive=KEEP_ALIVE)
     finally:
         pool.stop()
+
+
+def _http_stack() -> str:
+    """What uvicorn's "auto" runs on: uvloop and httptools where installed (the server extra), else
+    asyncio and h11, which cost a status poll more CPU (bench/README.md)."""
+    import importlib.util
+
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    return f"{loop} event loop, {'httptools' if importlib.util.find_spec('httptools') else 'h11'} parser"
 
 
 def _serve_distributed(settings, store, host: str, port: int) -> None:  # noqa: ANN001

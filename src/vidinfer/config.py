@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     url_allowlist: str = ""
     #: status calls allowed per API key per minute (bursts up to this many)
     status_rate_per_minute: int = 120
+    #: seconds the API remembers a valid key (0: reads it every call); a key revoked by the CLI stops
+    #: working within this long, one revoked through the API process's own store at once
+    key_cache_ttl: float = Field(default=1.0, ge=0, le=60)
     #: attempts a job gets when the worker running it dies, before it fails
     max_attempts: int = 3
     #: free space (MiB) the data directory keeps: an upload that would eat into it is refused (507), a

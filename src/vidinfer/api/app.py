@@ -41,9 +41,11 @@ def create_app(settings: Settings, store: JobStore | None = None,
         responses=error_responses(500, 503, 507),
         docs_url=None, redoc_url=None,  # served by routes_docs with local assets: FastAPI's load from a CDN
     )
+    store = store or JobStore(settings.database)
+    store.key_cache_ttl = settings.key_cache_ttl
     app.state.service = Service(
         settings=settings,
-        store=store or JobStore(settings.database),
+        store=store,
         blobs=open_store(settings),
         registry=ModelRegistry.from_settings(settings),
         status_limiter=RateLimiter(settings.status_rate_per_minute),

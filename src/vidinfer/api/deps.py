@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
+from starlette.concurrency import run_in_threadpool
 
 from vidinfer.api.ratelimit import RateLimiter
 from vidinfer.config import Settings
@@ -29,7 +30,8 @@ class Service:
     dispatch: Callable[[str], None] | None = None
 
 
-def get_service(request: Request) -> Service:
+async def get_service(request: Request) -> Service:
+    """Async, as it does no I/O: FastAPI runs a sync dependency in a worker thread, a hop per call."""
     return request.app.state.service
 
 
@@ -42,11 +44,13 @@ class Caller:
     api_key: str
 
 
-def get_caller(service: ServiceDep, api_key: Annotated[str | None, Query()] = None) -> Caller:
-    """The key travels as ``?api_key=`` (as the hosted API and its SDK send it)."""
+async def get_caller(service: ServiceDep, api_key: Annotated[str | None, Query()] = None) -> Caller:
+    """The key travels as ``?api_key=`` (as the hosted API and its SDK send it). A key validated within
+    ``key_cache_ttl`` is answered on the event loop; else the database is read in a worker thread."""
     if not api_key:
         raise Unauthorized("an API key is required: add ?api_key=YOUR_KEY", code="missing_api_key")
-    workspace = service.store.workspace_for_key(api_key[:200])
+    key = api_key[:200]
+    workspace = service.store.cached_workspace(key) or await run_in_threadpool(service.store.workspace_for_key, key)
     if workspace is None:
         raise Unauthorized("this API key is not valid", code="invalid_api_key")
     return Caller(workspace, api_key)

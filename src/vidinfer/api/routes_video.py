@@ -6,7 +6,7 @@ import logging
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Query, Response
 
 from vidinfer.api.deps import CallerDep, ServiceDep
 from vidinfer.api.schemas import (
@@ -24,7 +24,7 @@ from vidinfer.errors import InvalidInput, Unavailable
 from vidinfer.fetch import UrlPolicy
 from vidinfer.jobs import notify
 from vidinfer.jobs.requests import check_models, check_own_upload, model_requests, upload_prefix
-from vidinfer.jobs.view import status_body
+from vidinfer.jobs.view import status_body, status_json
 from vidinfer.storage.base import parse_s3_url, safe_name
 from vidinfer.urls import parse_http_url, url_scheme
 
@@ -112,11 +112,13 @@ def _check_input_url(service: ServiceDep, workspace: str, url: str, policy: UrlP
 
 
 @_route("GET", "/videoinfer", response_model=JobStatusOut, response_model_exclude_none=False)
-def status(service: ServiceDep, caller: CallerDep, job_id: Annotated[str, Query(max_length=64)]) -> dict:
+def status(service: ServiceDep, caller: CallerDep, job_id: Annotated[str, Query(max_length=64)]) -> Response:
     """The job's state: ``status`` 0 done, 1 running, 2+ failed; ``progress``, ETA, results URL."""
     service.status_limiter.check(caller.api_key)
     job = service.store.get(job_id, caller.workspace)
-    return status_body(job, service.blobs, service.settings.results_url_ttl)
+    # the body written directly (status_json), not re-validated through JobStatusOut, which still documents it
+    body = status_body(job, service.blobs, service.settings.results_url_ttl)
+    return Response(status_json(body), media_type="application/json")
 
 
 @_route("DELETE", "/videoinfer", response_model=JobStatusOut)

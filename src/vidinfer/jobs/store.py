@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -114,13 +114,25 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+#: the status poll's two reads, built once: building a SELECT cost more CPU than SQLite took to run it
+_KEY_BY_HASH = select(api_keys.c.workspace, api_keys.c.revoked).where(api_keys.c.key_hash == bindparam("h"))
+_JOB_BY_ID = select(jobs).where(jobs.c.id == bindparam("id"))
+_JOB_BY_ID_IN = _JOB_BY_ID.where(jobs.c.workspace == bindparam("ws"))
+#: valid keys remembered at most this many at a time (a flood of distinct valid keys only re-reads)
+KEY_CACHE_SIZE = 10_000
+
+
 class JobStore:
     """Workspaces, API keys and jobs, over one SQLAlchemy engine."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, key_cache_ttl: float = 1.0) -> None:
         self.url = url
         self.engine: Engine = make_engine(url)
         self._reads: Engine = self.engine.execution_options(**{READ_ONLY: True})  # single-SELECT reads only
+        #: how long a valid key's workspace is remembered (s; 0: not at all). A key revoked in this process
+        #: stops working at once; revoked from another one (the CLI), within this many seconds.
+        self.key_cache_ttl = key_cache_ttl
+        self._key_cache: dict[str, tuple[str, float]] = {}  # key hash -> (workspace, monotonic expiry)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -147,12 +159,33 @@ class JobStore:
         """The workspace a key belongs to, or None for an unknown or revoked key.
 
         The database sees only the key's SHA-256, and finds the row by it: the time an index lookup
-        takes tells an attacker about the hash, which gives away nothing of the key."""
+        takes tells an attacker about the hash, which gives away nothing of the key. A valid key's
+        workspace is then remembered for ``key_cache_ttl`` seconds (by hash, never the key), so a client
+        polling status costs one database read a poll, not two; unknown and revoked keys are not kept."""
+        digest = hash_key(key)
+        now = time.monotonic()
+        hit = self._key_cache.get(digest)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        return self._read_key(digest, now)
+
+    def cached_workspace(self, key: str) -> str | None:
+        """The workspace of a key validated less than ``key_cache_ttl`` seconds ago, without touching the
+        database (so an async caller need not hop to a thread); None: ask ``workspace_for_key``."""
+        hit = self._key_cache.get(hash_key(key))
+        return hit[0] if hit is not None and hit[1] > time.monotonic() else None
+
+    def _read_key(self, digest: str, now: float) -> str | None:
         with self._reads.connect() as conn:
-            row = conn.execute(select(api_keys.c.workspace, api_keys.c.revoked)
-                               .where(api_keys.c.key_hash == hash_key(key))).first()
+            row = conn.execute(_KEY_BY_HASH, {"h": digest}).first()
         if row is None or row.revoked:
+            self._key_cache.pop(digest, None)
             return None
+        if self.key_cache_ttl > 0:
+            if len(self._key_cache) >= KEY_CACHE_SIZE:
+                self._key_cache = {h: v for h, v in self._key_cache.items() if v[1] > now}
+            if len(self._key_cache) < KEY_CACHE_SIZE:
+                self._key_cache[digest] = (row.workspace, now + self.key_cache_ttl)
         return row.workspace
 
     def list_keys(self) -> list[dict[str, Any]]:
@@ -162,8 +195,12 @@ class JobStore:
         return [dict(r._mapping) for r in rows]
 
     def revoke_key(self, prefix: str) -> int:
+        """Revoke the keys whose kept prefix is ``prefix``: at once in this process (its key cache is emptied),
+        within ``key_cache_ttl`` seconds in the others."""
         with self.engine.begin() as conn:
-            return conn.execute(update(api_keys).where(api_keys.c.prefix == prefix).values(revoked=True)).rowcount
+            count = conn.execute(update(api_keys).where(api_keys.c.prefix == prefix).values(revoked=True)).rowcount
+        self._key_cache = {}
+        return count
 
     # -- submitting and reading -------------------------------------------------------
     def create(self, workspace: str, *, input_url: str, infer_fps: str, models: list[dict[str, Any]],
@@ -206,11 +243,11 @@ class JobStore:
 
     def get(self, job_id: str, workspace: str | None = None) -> Job:
         """The job, if it exists and belongs to ``workspace`` (when given); else ``NotFound``."""
-        query = select(jobs).where(jobs.c.id == job_id)
-        if workspace is not None:
-            query = query.where(jobs.c.workspace == workspace)
         with self._reads.connect() as conn:
-            row = conn.execute(query).first()
+            if workspace is None:
+                row = conn.execute(_JOB_BY_ID, {"id": job_id}).first()
+            else:
+                row = conn.execute(_JOB_BY_ID_IN, {"id": job_id, "ws": workspace}).first()
         if row is None:
             raise NotFound("no such job in this workspace", code="job_not_found")
         return Job.from_row(row)
