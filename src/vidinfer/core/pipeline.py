@@ -43,7 +43,14 @@ import numpy as np
 
 from vidinfer.core.model import PARALLEL_BATCHES, InferenceParams, Model
 from vidinfer.core.results import FramePrediction, Prediction, VideoResult
-from vidinfer.core.sampling import check_infer_fps, check_range, check_range_in_video, sample_frames, sample_time
+from vidinfer.core.sampling import (
+    check_infer_fps,
+    check_range,
+    check_range_in_video,
+    check_skip_static,
+    sample_frames,
+    sample_time,
+)
 from vidinfer.core.video import DecodeReport, VideoInfo, can_skip_frames, iter_frames
 from vidinfer.errors import Cancelled, ModelError, VidinferError
 
@@ -255,6 +262,7 @@ def run_video(
     if not runs:
         raise ModelError("no model to run", code="no_models")
     check_infer_fps(infer_fps, info.max_infer_fps)
+    skip_static = check_skip_static(skip_static)
     start_f, end_f = check_range(start, end)
     check_range_in_video(start_f, info.duration)
     total = expected_samples(info, infer_fps, start_f, end_f)
