@@ -127,7 +127,8 @@ def test_off_gives_the_plain_results(visit: Path) -> None:
     assert "reused_from" not in json.dumps(results_to_json(plain))
     _, everything = _run(visit, 0.0001)  # a threshold nothing stays under: every sample inferred
     assert [e.reused_from for e in everything.predictions["m"]] == [None] * 20
-    untimed = [[{k: v for k, v in e.items() if k != "time"} for e in results_to_json(r)["m"]] for r in (plain, everything)]
+    untimed = [[{k: v for k, v in e.items() if k != "time"} for e in results_to_json(r)["m"]]
+               for r in (plain, everything)]
     assert untimed[0] == untimed[1]
 
 
@@ -165,3 +166,35 @@ def test_the_cli_option(visit: Path, tmp_path: Path) -> None:
     assert [e.get("reused_from") for e in results["box"]][:3] == [None, 0, 0]
     bad = _cli("infer", str(visit), "-m", str(model), "--skip-static", "300", data_dir=tmp_path)
     assert bad.returncode == 2 and "skip_static must be above 0 and at most 255" in bad.stderr, bad.stderr
+
+
+def test_the_api_field_is_kept_with_the_job_and_applied_by_the_worker(visit: Path, tmp_path: Path) -> None:
+    import httpx
+    from onnx_graphs import input_size_box_model, ultralytics_metadata
+    from server import Server
+
+    model = input_size_box_model(tmp_path / "box.onnx", metadata=ultralytics_metadata("detect", ["thing"],
+                                                                                       end2end=True))
+    data = tmp_path / "svc"
+    added = _cli("models", "add", "box", str(model), data_dir=data)
+    assert added.returncode == 0, added.stderr
+    with Server(data, workers=1) as server:
+        key = server.key("acme")
+        url = server.upload(key, visit)
+        models = [{"model_id": "box", "model_version": "1"}]
+        for bad in (0, 256, -2):
+            answer = server.submit(key, url, models, infer_fps=5, skip_static=bad)
+            assert answer.status_code == 400 and answer.json()["error"]["code"] == "invalid_skip_static", answer.text
+        answer = server.submit(key, url, models, infer_fps=5, skip_static=2)
+        assert answer.status_code == 200, answer.text
+        status = server.wait(key, answer.json()["job_id"])
+        assert status["status"] == 0, status
+        results = httpx.get(status["output_signed_url"]).json()
+        reused = [e.get("reused_from") for e in results["box"]]
+        assert reused == [None] + [0] * 9 + [None] + [10] * 4 + [None] + [15] * 4
+        jsonschema.validate(results, httpx.get(f"{server.url}/results.schema.json").json())
+        plain = server.wait(key, server.submit(key, url, models, infer_fps=5).json()["job_id"])
+        assert "reused_from" not in httpx.get(plain["output_signed_url"]).text
+        openapi = httpx.get(f"{server.url}/openapi.json").json()
+        field = openapi["components"]["schemas"]["VideoInferIn"]["properties"]["skip_static"]
+        assert "reused_from" in json.dumps(field)
