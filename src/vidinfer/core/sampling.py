@@ -63,7 +63,8 @@ def check_skip_static(value: float | None) -> float | None:
     try:
         threshold = float(value)
     except (TypeError, ValueError):
-        raise InvalidInput(f"skip_static must be a number, got {str(value)[:40]!r}", code="invalid_skip_static") from None
+        raise InvalidInput(f"skip_static must be a number, got {str(value)[:40]!r}",
+                           code="invalid_skip_static") from None
     if not 0 < threshold <= MAX_SKIP_STATIC:  # NaN fails this too
         raise InvalidInput(f"skip_static must be above 0 and at most {MAX_SKIP_STATIC:g} (a mean luma difference, "
                            f"0-255), got {threshold:g}", code="invalid_skip_static")
