@@ -101,7 +101,7 @@ def _results_key(spec: str) -> str:
               help="Count objects in this polygon and their dwell (repeatable). Implies --track.")
 @click.option("--skip-static", "skip_static", type=float, default=None, metavar="THRESHOLD",
               help="Do not infer a sample whose 64x36 luma differs from the last inferred one by less than "
-                   "THRESHOLD (mean absolute difference, 0-255; 1.5 suits a fixed camera): its entries repeat "
+                   "THRESHOLD (mean absolute difference, 0-255; 2 suits a fixed camera): its entries repeat "
                    "that one's, with \"reused_from\": its sample index.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.pass_obj
