@@ -87,9 +87,9 @@ def _iou(a: dict, b: dict) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def differing(plain: list, other: list, iou: float = 0.5) -> tuple[int, int]:
+def differing(plain: list, other: list, iou: float = 0.5, confidences: list | None = None) -> tuple[int, int]:
     """Detections (over all samples) of either side without a same-class partner at ``iou``; and samples
-    where any differs."""
+    where any differs. ``confidences`` collects the unmatched detections' confidences."""
     count, samples = 0, 0
     for a, b in zip(plain, other):
         left, right = list(a["predictions"]), list(b["predictions"])
@@ -101,7 +101,11 @@ def differing(plain: list, other: list, iou: float = 0.5) -> tuple[int, int]:
                 right.remove(best[0])
             else:
                 unmatched += 1
+                if confidences is not None:
+                    confidences.append(p["confidence"])
         unmatched += len(right)
+        if confidences is not None:
+            confidences.extend(q["confidence"] for q in right)
         count += unmatched
         samples += unmatched > 0
     return count, samples
@@ -134,7 +138,7 @@ def main() -> None:
     fps = Fraction(str(args.fps))
     load_before = os.getloadavg()
     run_video(info, runs, fps, end=2.0)  # warm the model up
-    rows, plain_json, plain_wall = [], None, []
+    rows, plain_json, plain_wall, flicker = [], None, [], (0, 0)
     for _ in range(args.repeats):  # plain and every threshold, alternating: the best wall of each
         for threshold in (None, *args.thresholds):
             t0 = time.perf_counter()
@@ -142,17 +146,22 @@ def main() -> None:
             wall = time.perf_counter() - t0
             data = results_to_json(result)["coco"]
             if threshold is None:
+                if plain_json is None:  # the model's own flicker: each plain sample against the one before
+                    flicker = differing(data[:-1], data[1:])
                 plain_json = data
                 plain_wall.append(wall)
                 continue
             row = next((r for r in rows if r["threshold"] == threshold), None)
             if row is None:
-                diff, diff_samples = differing(plain_json, data)
+                confidences: list[float] = []
+                diff, diff_samples = differing(plain_json, data, confidences=confidences)
                 row = {"threshold": threshold, "samples": len(result),
                        "samples_inferred": result.stats["samples_inferred"],
                        "samples_reused": result.stats["samples_reused"], "walls": [],
                        "detections_plain": sum(len(e["predictions"]) for e in plain_json),
-                       "detections_differing": diff, "samples_differing": diff_samples}
+                       "detections_differing": diff, "samples_differing": diff_samples,
+                       "differing_max_confidence": max(confidences, default=None),
+                       "differing_median_confidence": float(np.median(confidences)) if confidences else None}
                 rows.append(row)
             row["walls"].append(wall)
     best_plain = min(plain_wall)
@@ -165,10 +174,13 @@ def main() -> None:
         print(f"{row['threshold']:>9g}  {row['samples_inferred']:>8}  {row['samples_reused']:>6}  "
               f"{row['wall_ratio']:>10.3f}  {row['detections_differing']:>6} ({row['detections_plain']})"
               f"{row['samples_differing']:>27}")
+    print(f"plain against itself, each sample against the one before: {flicker[0]} detections differ, "
+          f"on {flicker[1]} samples (the model's own flicker on noise)")
     load_after = os.getloadavg()
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}; cpu flags: {_cpu_flags()}")
     report = {"video": {"width": info.width, "height": info.height, "seconds": args.seconds, "fps": FPS},
               "infer_fps": args.fps, "model": "coco", "plain_wall_seconds": round(best_plain, 3),
+              "plain_flicker": {"detections": flicker[0], "samples": flicker[1]},
               "rows": rows, "loadavg_1min": [round(load_before[0], 2), round(load_after[0], 2)],
               "cpu_flags": _cpu_flags(), "cores": os.cpu_count()}
     out = ROOT / "results"
