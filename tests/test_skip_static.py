@@ -198,3 +198,23 @@ def test_the_api_field_is_kept_with_the_job_and_applied_by_the_worker(visit: Pat
         openapi = httpx.get(f"{server.url}/openapi.json").json()
         field = openapi["components"]["schemas"]["VideoInferIn"]["properties"]["skip_static"]
         assert "reused_from" in json.dumps(field)
+
+
+class FailsOnTheSquare(BrightBox):
+    """Fails on any frame with the square in it: the inferred sample's entry is null, and so are the reused."""
+
+    def predict(self, images: Sequence[np.ndarray], source_size: tuple[int, int], params: InferenceParams,
+                ) -> list[Detections]:
+        if any((image.mean(axis=2) > 200).any() for image in images):
+            raise RuntimeError("no squares here")
+        return super().predict(images, source_size, params)
+
+
+def test_a_reused_sample_of_a_failed_one_is_null_and_counted_once(visit: Path) -> None:
+    model = FailsOnTheSquare()
+    result = run_video(probe(str(visit)), [ModelRun("m", model), ModelRun("b", BrightBox())], Fraction(5),
+                       skip_static=2.0, batch_size=3)
+    entries = result.predictions["m"]
+    assert [e is None for e in entries] == [False] * 10 + [True] * 5 + [False] * 5
+    assert [e.reused_from for e in result.predictions["b"][10:15]] == [None, 10, 10, 10, 10]
+    assert result.failed_frames == 1 and sum("failed on frame" in w for w in result.warnings) == 1
