@@ -99,13 +99,18 @@ def _results_key(spec: str) -> str:
                    "a row (default 2).")
 @click.option("--zone", "zones", multiple=True, metavar="X1,Y1,X2,Y2,X3,Y3,...",
               help="Count objects in this polygon and their dwell (repeatable). Implies --track.")
+@click.option("--skip-static", "skip_static", type=float, default=None, metavar="THRESHOLD",
+              help="Do not infer a sample whose 64x36 luma differs from the last inferred one by less than "
+                   "THRESHOLD (mean absolute difference, 0-255; 2 suits a fixed camera): its entries repeat "
+                   "that one's, with \"reused_from\": its sample index.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.pass_obj
 def infer(obj: Context, video: str, models: Sequence[str], infer_fps: str, output: Path | None,
           conf: float | None, iou: float | None, start: float | None, end: float | None,
-          batch_size: int | None, track: bool, lines: Sequence[str], zones: Sequence[str], quiet: bool) -> None:
+          batch_size: int | None, track: bool, lines: Sequence[str], zones: Sequence[str], skip_static: float | None,
+          quiet: bool) -> None:
     """Run models over VIDEO (a path or an http(s) URL) and write the results JSON."""
-    from vidinfer.core.sampling import parse_fps
+    from vidinfer.core.sampling import check_skip_static, parse_fps
     from vidinfer.core.tracking import AnalysisOptions, analyse
     from vidinfer.inference import ModelRequest, check_analysis, resolve_runs
 
@@ -119,6 +124,7 @@ def infer(obj: Context, video: str, models: Sequence[str], infer_fps: str, outpu
         spec, params = _parse_model_option(value, defaults)
         requests.append(ModelRequest(_results_key(spec), spec, params))
     fps = parse_fps(infer_fps)
+    skip_static = check_skip_static(skip_static)
     analysis = AnalysisOptions.parse("bytetrack" if track else None, lines, zones)
     if video.lower().startswith(("http://", "https://")):
         from vidinfer.urls import parse_http_url
@@ -130,7 +136,7 @@ def infer(obj: Context, video: str, models: Sequence[str], infer_fps: str, outpu
     check_analysis(runs, analysis)
     with tempfile.TemporaryDirectory(prefix="vidinfer-") as tmp:
         path = _local_video(obj, video, Path(tmp), quiet)
-        out = _run_with_progress(obj, path, runs, fps, start, end, batch_size, quiet)
+        out = _run_with_progress(obj, path, runs, fps, start, end, batch_size, quiet, skip_static)
     analyse(out.results_json, analysis, float(fps))
     _write_json(output, out.results_json)
     _print_summary(out, output)
@@ -156,7 +162,8 @@ def _local_video(obj: Context, video: str, tmp: Path, quiet: bool) -> str:
 
 
 def _run_with_progress(obj: Context, path: str, runs: list, fps: Fraction, start: float | None,
-                       end: float | None, batch_size: int | None, quiet: bool):  # noqa: ANN202
+                       end: float | None, batch_size: int | None, quiet: bool,
+                       skip_static: float | None = None):  # noqa: ANN202
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from vidinfer.core.pipeline import expected_samples
@@ -165,7 +172,7 @@ def _run_with_progress(obj: Context, path: str, runs: list, fps: Fraction, start
 
     settings = obj.settings
     kwargs = dict(start=start, end=end, batch_size=batch_size or settings.batch_size,
-                  decode_threads=settings.decode_threads)
+                  decode_threads=settings.decode_threads, skip_static=skip_static)
     if quiet:
         return run_inference(path, runs, fps, **kwargs)
     columns = (TextColumn("[bold]inferring"), BarColumn(), MofNCompleteColumn(), TextColumn("frames"),
@@ -226,6 +233,8 @@ def _print_summary(out, output: Path) -> None:  # noqa: ANN001
     n = len(result)
     top = "; ".join(f.line() for f in findings(out.results_json)) or "no model"
     nulls = f", {result.failed_frames} null" if result.failed_frames else ""
+    if "samples_reused" in result.stats:
+        nulls += f" ({result.stats['samples_inferred']} inferred, {result.stats['samples_reused']} reused)"
     tracks = out.results_json.get("tracks")
     if tracks is not None:
         top += f"; {sum(len(t) for t in tracks.values())} tracks"

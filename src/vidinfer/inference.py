@@ -96,11 +96,12 @@ def run_inference(
     should_cancel: Callable[[], bool] | None = None,
     k_range: tuple[int, int | None] = (0, None),
     unloadable: Mapping[str, str] | None = None,
+    skip_static: float | None = None,
 ) -> InferenceOutput:
     """Probe the video, run the models over its samples, and build the results JSON.
 
     ``unloadable``: model keys that could not load (``resolve_runs``) and their error codes; each
-    gets a key with a null entry per sample, and a warning.
+    gets a key with a null entry per sample, and a warning. ``skip_static`` as in ``run_video``.
     """
     info = probe(video_path)
     if on_probe is not None:
@@ -108,6 +109,7 @@ def run_inference(
     result = run_video(
         info, runs, infer_fps, start=start, end=end, batch_size=batch_size, decode_threads=decode_threads,
         on_progress=on_progress, should_cancel=should_cancel, k_range=k_range,
+        skip_static=skip_static,
     )
     whole = not start and end is None and k_range == (0, None)
     if whole and result.stats.get("frames_decoded") == 0:

@@ -51,7 +51,14 @@ class Detection(Box):
     text: str | None = Field(None, description="OCR: the line's text")
 
 
-class DetectionEntry(_Open):
+class _Entry(_Open):
+    reused_from: int | None = Field(
+        None, ge=0, description="with skip_static: this frame was not inferred (it barely differed from the last "
+                                "inferred one); the predictions are those of the sample at this index in the "
+                                "lists, and time is 0")
+
+
+class DetectionEntry(_Entry):
     """object-detection, instance-segmentation, keypoint-detection, ocr."""
 
     time: float = Field(description="seconds the model spent on this frame")
@@ -69,7 +76,7 @@ class Confidence(_Open):
     confidence: float
 
 
-class ClassificationEntry(_Open):
+class ClassificationEntry(_Entry):
     """classification: single-label (a list, ``top``, ``confidence``) or multi-label (a dict)."""
 
     time: float
@@ -97,7 +104,7 @@ class Gaze(_Open):
         None, description="whether yaw/pitch include the irises (vidinfer's addition)")
 
 
-class GazeEntry(_Open):
+class GazeEntry(_Entry):
     """gaze-detection."""
 
     time: float
@@ -107,7 +114,7 @@ class GazeEntry(_Open):
     time_gaze_det: float | None = Field(None, description="seconds on landmarks, head pose and irises")
 
 
-class EmbeddingEntry(_Open):
+class EmbeddingEntry(_Entry):
     """clip-embed-image."""
 
     time: float

@@ -67,6 +67,8 @@ def prediction_to_json(pred: FramePrediction, key: str = "", frame_index: int = 
     """One model's entry for one frame, in the hosted API's shape for its task."""
     width, height = pred.image_size
     base: dict[str, Any] = {"time": round(pred.inference_time, 6)}
+    if pred.reused_from is not None:  # skip_static: not inferred, the predictions of sample ``reused_from``
+        base["reused_from"] = pred.reused_from
     value = pred.value
     if isinstance(value, Embedding):
         base["embeddings"] = [[round(float(x), 6) for x in row] for row in value.vectors]

@@ -18,7 +18,7 @@ from vidinfer.api.schemas import (
     VideoInferOut,
     error_responses,
 )
-from vidinfer.core.sampling import MIN_INFER_FPS, parse_fps
+from vidinfer.core.sampling import MIN_INFER_FPS, check_skip_static, parse_fps
 from vidinfer.core.tracking import AnalysisOptions, check_analysis_tasks
 from vidinfer.errors import InvalidInput, Unavailable
 from vidinfer.fetch import UrlPolicy
@@ -72,12 +72,14 @@ def submit(service: ServiceDep, caller: CallerDep, body: VideoInferIn,
     if len(set(keys)) != len(keys):
         raise InvalidInput("each model_id may appear once (it is its results key)", code="duplicate_model")
     options = AnalysisOptions.parse(body.tracker, body.lines, body.zones)
+    skip_static = check_skip_static(body.skip_static)
     tasks = {m["model_id"]: m["inference_type"] for m in models}
     if all(tasks.values()):  # known for every model without loading it (else the worker checks)
         check_analysis_tasks(tasks, options)
     job, created = service.store.create(
         caller.workspace, input_url=body.input_url, infer_fps=f"{fps.numerator}/{fps.denominator}", models=models,
-        notify_url=body.notify_url, idempotency_key=idempotency_key, options=options.as_dict(),
+        notify_url=body.notify_url, idempotency_key=idempotency_key,
+        options={**options.as_dict(), **({"skip_static": skip_static} if skip_static is not None else {})},
     )
     message = "job queued" if created else "an earlier submission with this Idempotency-Key"
     if created and service.dispatch is not None:

@@ -52,6 +52,13 @@ class VideoInferIn(BaseModel):
     zones: list[list[Any]] | None = Field(
         None, max_length=32, examples=[[[100, 100], [500, 100], [500, 400], [100, 400]]],
         description="Polygons to count presence and dwell in, source pixels: [[x, y], ...] with 3 points or more.")
+    skip_static: float | None = Field(
+        None, examples=[2.0], json_schema_extra={"exclusiveMinimum": 0, "maximum": 255},  # checked by the route
+        description="Skip samples that did not change: a sample whose 64x36 luma thumbnail differs from the last "
+                    "inferred sample's by less than this (mean absolute difference, 0-255; above 0, at most 255, "
+                    "else 400 invalid_skip_static) is not inferred, and each model's entry for it repeats that "
+                    "sample's predictions with \"reused_from\": its sample index (its position in the lists). "
+                    "Omitted: every sample is inferred.")
 
 
 class VideoInferOut(BaseModel):

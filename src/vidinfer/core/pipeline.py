@@ -14,6 +14,13 @@ everything in the calling thread: decode a batch, then infer it.
 
 Either way at most ``QUEUE_DEPTH + PARALLEL_BATCHES + 3`` batches are alive at
 once, so memory stays flat whatever the video's length.
+
+``skip_static``: a sampled frame whose 64x36 luma thumbnail differs from the last
+*inferred* sample's by less than the threshold (mean absolute difference, 0-255) is
+not converted nor inferred; each model's entry for it repeats the last inferred
+entry, marked ``reused_from`` (that sample's index). Comparing against the last
+inferred frame, not the previous sample, means a slow drift still triggers inference
+once it adds up. Each run (a chunk of a distributed job too) infers its first sample.
 """
 
 from __future__ import annotations
@@ -36,7 +43,14 @@ import numpy as np
 
 from vidinfer.core.model import PARALLEL_BATCHES, InferenceParams, Model
 from vidinfer.core.results import FramePrediction, Prediction, VideoResult
-from vidinfer.core.sampling import check_infer_fps, check_range, check_range_in_video, sample_frames, sample_time
+from vidinfer.core.sampling import (
+    check_infer_fps,
+    check_range,
+    check_range_in_video,
+    check_skip_static,
+    sample_frames,
+    sample_time,
+)
 from vidinfer.core.video import DecodeReport, VideoInfo, can_skip_frames, iter_frames
 from vidinfer.errors import Cancelled, ModelError, VidinferError
 
@@ -49,6 +63,11 @@ DEFAULT_BATCH_SIZE = 4
 PIPELINE_DECODE_THREADS = max(1, min((os.cpu_count() or 2) - 1, 8))
 #: batches in flight between the decode thread and the model thread (overlapped mode)
 QUEUE_DEPTH = 2
+#: ``skip_static``'s luma thumbnail (width, height): enough to see a person walk in, cheap to compare
+STATIC_THUMBNAIL = (64, 36)
+#: a batch holds at most this many samples in all, reused ones included, so progress and cancel checks
+#: still come during a long static stretch
+MAX_BATCH_SPAN = 64
 
 
 @dataclass
@@ -80,15 +99,21 @@ class Batch:
     ks: list[int]
     indices: list[int]
     times: list[Fraction]
-    #: image size -> one RGB array per sample
+    #: image size -> one RGB array per inferred sample (those whose ``reused`` is None)
     images: dict[tuple[int, int], list[np.ndarray]]
+    #: per sample: None when inferred, else the index of the sample whose predictions it repeats
+    reused: list[int | None] = field(default_factory=list)
 
     @classmethod
     def empty(cls, sizes: Sequence[tuple[int, int]]) -> Batch:
-        return cls([], [], [], {s: [] for s in sizes})
+        return cls([], [], [], {s: [] for s in sizes}, [])
 
     def __len__(self) -> int:
         return len(self.ks)
+
+    @property
+    def inferred(self) -> int:
+        return sum(r is None for r in self.reused)
 
 
 @dataclass
@@ -161,11 +186,12 @@ def decode_batches(
     report: DecodeReport | None = None,
     clock: list[float] | None = None,
     skip_frames: bool = True,
+    skip_static: float | None = None,
 ) -> Iterator[Batch]:
     """Decode, sample and convert: batches of the sampled frames at each of ``sizes``.
 
-    ``k_range`` and ``skip_frames`` as in ``run_video``. ``clock[0]`` accumulates the
-    seconds spent inside this generator (not while the consumer holds a batch).
+    ``k_range``, ``skip_frames`` and ``skip_static`` as in ``run_video``. ``clock[0]`` accumulates
+    the seconds spent inside this generator (not while the consumer holds a batch).
     """
     clock = clock if clock is not None else [0.0]
     seek_to = float(sample_time(k_range[0], infer_fps, start))
@@ -174,17 +200,27 @@ def decode_batches(
                          wanted=wanted)
     batch = Batch.empty(sizes)
     last: tuple[int, dict[tuple[int, int], np.ndarray]] | None = None
+    reference: tuple[int, np.ndarray] | None = None  # skip_static: the last inferred sample and its thumbnail
     t0 = time.perf_counter()
     for sample in sample_frames(frames, infer_fps, start=start, end=end, k_range=k_range):
         decoded = sample.frame
-        if last is None or last[0] != decoded.index:
-            last = (decoded.index, {s: decoded.to_rgb(s) for s in sizes})
+        reused: int | None = None
+        if skip_static is not None:
+            thumb = decoded.luma_thumbnail(STATIC_THUMBNAIL)
+            if reference is not None and float(np.abs(thumb - reference[1]).mean()) < skip_static:
+                reused = reference[0]
+            else:
+                reference = (sample.k, thumb)
         batch.ks.append(sample.k)
         batch.indices.append(decoded.index)
         batch.times.append(decoded.time)
-        for s in sizes:
-            batch.images[s].append(last[1][s])
-        if len(batch) >= batch_size:
+        batch.reused.append(reused)
+        if reused is None:
+            if last is None or last[0] != decoded.index:
+                last = (decoded.index, {s: decoded.to_rgb(s) for s in sizes})
+            for s in sizes:
+                batch.images[s].append(last[1][s])
+        if batch.inferred >= batch_size or len(batch) >= max(batch_size, MAX_BATCH_SPAN):
             clock[0] += time.perf_counter() - t0
             yield batch
             t0 = time.perf_counter()
@@ -209,6 +245,7 @@ def run_video(
     overlap: bool = True,
     skip_frames: bool = True,
     parallel_batches: int = PARALLEL_BATCHES,
+    skip_static: float | None = None,
 ) -> VideoResult:
     """Run every model over the sampled frames of a video and collect the result.
 
@@ -219,10 +256,13 @@ def run_video(
     it, in the calling thread.
     ``skip_frames``: leave undecoded the non-reference frames no sample picks (the
     results are the same; False decodes every frame, for comparison).
+    ``skip_static``: the luma difference (mean absolute, 0-255, on a 64x36 thumbnail) below which a
+    sample is not inferred and repeats the last inferred sample's entries (see the module's docstring).
     """
     if not runs:
         raise ModelError("no model to run", code="no_models")
     check_infer_fps(infer_fps, info.max_infer_fps)
+    skip_static = check_skip_static(skip_static)
     start_f, end_f = check_range(start, end)
     check_range_in_video(start_f, info.duration)
     total = expected_samples(info, infer_fps, start_f, end_f)
@@ -235,15 +275,16 @@ def run_video(
     decode_seconds = [0.0]
     batches = decode_batches(info, sizes, infer_fps, start=start_f, end=end_f, batch_size=batch_size,
                              decode_threads=decode_threads, k_range=k_range, report=report, clock=decode_seconds,
-                             skip_frames=skip_frames)
+                             skip_frames=skip_frames, skip_static=skip_static)
     started = time.perf_counter()
     infer_seconds = {run.key: 0.0 for run in runs}
+    carry = _Carry()
     with closing(_in_thread(batches) if overlap else batches) as feed, \
             closing(infer_batches(feed, runs, source_size, parallel=parallel_batches if overlap else 1)) as inferred:
         for done in inferred:
             if should_cancel is not None and should_cancel():
                 raise Cancelled("the job was cancelled")
-            _collect(done, runs, source_size, result, infer_seconds)
+            _collect(done, runs, source_size, result, infer_seconds, carry)
             if on_progress is not None:
                 on_progress(Progress(len(result.frame_offset), max(total, len(result.frame_offset)),
                                      time.perf_counter() - started))
@@ -261,6 +302,8 @@ def run_video(
         "overlap": overlap,
         "parallel_batches": parallel_batches if overlap else 1,
     }
+    if skip_static is not None:
+        result.stats.update(samples_inferred=len(result.frame_offset) - carry.reused, samples_reused=carry.reused)
     return result
 
 
@@ -346,32 +389,57 @@ def infer_batches(batches: Iterable[Batch], runs: Sequence[ModelRun], source_siz
 
 
 def _infer(batch: Batch, runs: Sequence[ModelRun], source_size: tuple[int, int]) -> Inferred:
+    """Every model over the batch's inferred samples (none at all when each one is reused)."""
     done = Inferred(batch, {}, {})
     for run in runs:
         t0 = time.perf_counter()
-        done.outputs[run.key] = _predict_tolerant(run, batch.images[run.model.image_size(source_size)], source_size)
+        images = batch.images[run.model.image_size(source_size)]
+        done.outputs[run.key] = _predict_tolerant(run, images, source_size) if images else []
         done.seconds[run.key] = time.perf_counter() - t0
     return done
 
 
+@dataclass
+class _Carry:
+    """What ``_collect`` keeps from batch to batch for ``skip_static``: each model's last inferred
+    entry (reused samples repeat it), and how many samples were reused."""
+
+    entries: dict[str, FramePrediction | None] = field(default_factory=dict)
+    reused: int = 0
+
+
 def _collect(done: Inferred, runs: Sequence[ModelRun], source_size: tuple[int, int], result: VideoResult,
-             infer_seconds: dict[str, float]) -> None:
+             infer_seconds: dict[str, float], carry: _Carry | None = None) -> None:
     """Append an inferred batch to the result. A frame that failed in one model is null in that
-    model's list only: a model that fails on some frames never costs the others their results."""
+    model's list only: a model that fails on some frames never costs the others their results.
+    A reused sample (``skip_static``) repeats its model's last inferred entry (null where that was),
+    with ``reused_from`` and no inference time of its own."""
+    carry = carry if carry is not None else _Carry()
     batch = done.batch
     result.frame_offset.extend(batch.indices)
     result.time_offset.extend(round(float(t), 4) for t in batch.times)
-    n = len(batch.ks)
+    reused = batch.reused or [None] * len(batch.ks)
+    inferred = [i for i, r in enumerate(reused) if r is None]
+    carry.reused += len(reused) - len(inferred)
     for run in runs:
         infer_seconds[run.key] += done.seconds[run.key]
-        share = done.seconds[run.key] / max(1, n)
-        outputs = done.outputs[run.key]
-        result.predictions[run.key].extend(None if out is None else FramePrediction(out, source_size, share)
-                                           for out in outputs)
-        result.warnings.extend(
-            f"model {run.key} failed on frame {batch.indices[i]} (t={float(batch.times[i]):.3f}s); its entry is null"
-            for i, out in enumerate(outputs) if out is None)
-    result.failed_frames += sum(any(done.outputs[run.key][i] is None for run in runs) for i in range(n))
+        share = done.seconds[run.key] / max(1, len(inferred))
+        outputs = iter(done.outputs[run.key])
+        column = result.predictions[run.key]
+        for i, source in enumerate(reused):
+            if source is None:
+                out = next(outputs)
+                entry = None if out is None else FramePrediction(out, source_size, share)
+                carry.entries[run.key] = entry
+                if out is None:
+                    result.warnings.append(f"model {run.key} failed on frame {batch.indices[i]} "
+                                           f"(t={float(batch.times[i]):.3f}s); its entry is null")
+            else:
+                last = carry.entries.get(run.key)
+                entry = None if last is None else FramePrediction(last.value, source_size, 0.0, reused_from=source)
+            column.append(entry)
+    failed = {run.key: [i for i, out in zip(inferred, done.outputs[run.key]) if out is None] for run in runs}
+    result.failed_frames += len(set().union(*failed.values()))
 
 
 def _predict_tolerant(run: ModelRun, images: list[np.ndarray], source_size: tuple[int, int]) -> list:

@@ -152,6 +152,8 @@ class FramePrediction:
     value: Prediction
     image_size: tuple[int, int]  # source (width, height)
     inference_time: float  # seconds spent in the model for this frame (batch share)
+    #: ``skip_static``: the sample index whose predictions these are (this frame was not inferred)
+    reused_from: int | None = None
 
 
 @dataclass

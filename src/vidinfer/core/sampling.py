@@ -52,6 +52,25 @@ def parse_fps(value: float | str | Fraction) -> Fraction:
     return fps.limit_denominator(1_000_000)
 
 
+#: ``skip_static``'s threshold: the mean absolute luma difference (0-255) is never above 255
+MAX_SKIP_STATIC = 255.0
+
+
+def check_skip_static(value: float | None) -> float | None:
+    """Refuse a ``skip_static`` threshold outside 0 < t <= 255 (None: every sample is inferred)."""
+    if value is None:
+        return None
+    try:
+        threshold = float(value)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"skip_static must be a number, got {str(value)[:40]!r}",
+                           code="invalid_skip_static") from None
+    if not 0 < threshold <= MAX_SKIP_STATIC:  # NaN fails this too
+        raise InvalidInput(f"skip_static must be above 0 and at most {MAX_SKIP_STATIC:g} (a mean luma difference, "
+                           f"0-255), got {threshold:g}", code="invalid_skip_static")
+    return threshold
+
+
 def check_infer_fps(infer_fps: Fraction, video_fps: Fraction) -> None:
     """Refuse an infer_fps that is not positive or exceeds the video's frame rate."""
     if infer_fps <= 0:

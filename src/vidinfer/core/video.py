@@ -144,6 +144,19 @@ class DecodedFrame:
             size = self.orientation.displayed_size(*size)  # the stored picture's size
         return self.orientation.apply(self._stored_rgb(size))
 
+    def luma_thumbnail(self, size: tuple[int, int] = (64, 36)) -> np.ndarray:
+        """The picture's brightness at ``size`` (stored orientation, ``float32`` 0-255): what
+        ``skip_static`` compares. Straight from the Y plane where the frame is YUV, so it costs a
+        resize of one plane, not a colour conversion."""
+        frame = self.frame
+        width, height = size
+        if frame.format.name in _LUMA_FIRST:
+            small = cv2.resize(_plane(frame, 0, frame.width, frame.height), (width, height),
+                               interpolation=cv2.INTER_AREA)
+        else:
+            small = frame.reformat(width=width, height=height, format="gray").to_ndarray()
+        return small.astype(np.float32)
+
     def displayed(self) -> av.VideoFrame:
         """The frame as a player shows it: ``frame`` itself when upright, else a turned RGB copy."""
         if self.orientation.upright:
@@ -164,6 +177,10 @@ class DecodedFrame:
             return _yuv420p_to_rgb(frame, size)
         width, height = size
         return frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
+
+
+#: 8-bit formats whose first plane is the luma, row by row
+_LUMA_FIRST = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12", "nv21", "gray"})
 
 
 def _planar_downscale_ok(frame: av.VideoFrame, size: tuple[int, int]) -> bool:

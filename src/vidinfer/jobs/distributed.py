@@ -345,7 +345,7 @@ class _Engine:
                     batch_size=self.settings.batch_size, decode_threads=self.settings.decode_threads,
                     on_progress=self._progress(job_id, idx),
                     should_cancel=self._cancel_check(job), k_range=(row["k_first"], row["k_stop"]),
-                    unloadable=unloadable,
+                    unloadable=unloadable, skip_static=job.options.get("skip_static"),
                 )
         except Unavailable:
             raise

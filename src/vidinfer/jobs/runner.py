@@ -126,6 +126,7 @@ class Runner:
                 batch_size=self.settings.batch_size, decode_threads=self.settings.decode_threads,
                 on_probe=lambda info: self.store.progress(job, 0, expected_samples(info, fps)),
                 on_progress=self._progress(job), should_cancel=self.cancel_check(job), unloadable=unloadable,
+                skip_static=job.options.get("skip_static"),
             )
         data = json.dumps(analyse_results(job, out.results_json), separators=(",", ":")).encode()
         self.blobs.put_bytes(result_key(job), data)
