@@ -619,18 +619,7 @@ def summary_cmd(results: Path, png: Path | None) -> None:
         click.echo(f"chart -> {png}", err=True)
 
 
-
 # -- diff --------------------------------------------------------------------------
-def _load_results(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"{path} is not a results JSON file: {exc}", code="invalid_results") from exc
-    if not isinstance(data, dict):
-        raise InvalidInput(f"{path} is not a results JSON file (expected an object)", code="invalid_results")
-    return data
-
-
 @cli.command("diff")
 @click.argument("a", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("b", type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -650,10 +639,11 @@ def diff_cmd(obj: Context, a: Path, b: Path, model_a: str | None, model_b: str |
              as_json: bool, png: Path | None, video: str | None, force: bool) -> None:
     """Where two runs on one video disagree: per class matched / only in A / only in B, per minute, worst samples."""
     from vidinfer.diff import compare, print_diff, sheet_path, write_chart, write_contact_sheet
+    from vidinfer.search import load_results
 
     if video is not None and png is None:
         raise InvalidInput("--video draws the contact sheet of --png: give --png too")
-    data_a, data_b = _load_results(a), _load_results(b)
+    data_a, data_b = load_results(a), load_results(b)
     doc = compare(data_a, data_b, model_a=model_a, model_b=model_b, iou=iou, top=top, force=force,
                   sources=(str(a), str(b)))
     if as_json:
